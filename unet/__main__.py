@@ -1,0 +1,5 @@
+import sys
+
+from unet.cli import main
+
+sys.exit(main())

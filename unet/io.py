@@ -1,0 +1,121 @@
+"""Reading and writing images and files safely.
+
+Every output of this project goes through :func:`atomic_path`: data are written
+to a temporary file beside the target and renamed into place only when
+complete, so an interrupted run never leaves a half-written result, and an
+existing result is never replaced unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from unet.errors import InputFileError, UserError
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".bmp")
+
+
+@contextlib.contextmanager
+def atomic_path(path, *, overwrite: bool = False):
+    """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final location.
+    overwrite : bool, optional
+        Replace an existing file.  Without it, an existing ``path`` raises
+        :class:`UserError` before anything is written.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path}: already exists (pass --overwrite / overwrite=True to replace it)")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + "".join(path.suffixes[-1:]), dir=parent)
+    except OSError as err:
+        raise UserError(f"{path}: cannot write here ({err.strerror or err})") from err
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_atomic(path, data: bytes, *, overwrite: bool = False) -> Path:
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path, text: str, *, overwrite: bool = False) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def read_image(path) -> np.ndarray:
+    """Read a 2-D image or a stack (TIFF, PNG/JPEG/BMP, npy) as a NumPy array.
+
+    Raises
+    ------
+    InputFileError
+        If the file is missing, empty, of an unknown type or cannot be decoded;
+        the message names the file and the problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "no such file")
+    if path.is_dir():
+        raise InputFileError(path, "is a folder, expected an image file")
+    if path.stat().st_size == 0:
+        raise InputFileError(path, "file is empty")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(path)
+        elif suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix in (".png", ".jpg", ".jpeg", ".bmp"):
+            import skimage.io
+
+            arr = skimage.io.imread(path)
+        else:
+            raise InputFileError(path, f"unknown image type {suffix!r} (expected one of {', '.join(IMAGE_SUFFIXES)})")
+    except InputFileError:
+        raise
+    except Exception as err:  # decoders raise many types; report them uniformly
+        raise InputFileError(path, f"cannot read image ({type(err).__name__}: {err})") from err
+    if arr.size == 0:
+        raise InputFileError(path, "image is empty (0 pixels)")
+    return np.asarray(arr)
+
+
+def write_image(path, array: np.ndarray, *, overwrite: bool = False, compression: str | None = "zlib") -> Path:
+    """Write ``array`` atomically as TIFF, PNG or npy (chosen by suffix)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            tifffile.imwrite(tmp, array, compression=compression)
+        elif suffix == ".npy":
+            with open(tmp, "wb") as fh:
+                np.save(fh, array)
+        elif suffix == ".png":
+            import skimage.io
+
+            skimage.io.imsave(tmp, array, check_contrast=False)
+        else:
+            raise UserError(f"{path}: unsupported output type {suffix!r} (use .tif, .png or .npy)")
+    return path
