@@ -1,0 +1,49 @@
+import pytest
+
+from unet.training.config import ConfigError, load_config, save_config
+
+
+def test_defaults_are_the_papers_recipe():
+    cfg = load_config()
+    assert cfg.optim.name == "sgd" and cfg.optim.momentum == 0.99
+    assert cfg.train.batch_size == 1 and cfg.train.tile_size == 572
+    assert cfg.loss.w0 == 10.0 and cfg.loss.sigma == 5.0
+    assert cfg.augment.elastic_grid == 3 and cfg.augment.elastic_sigma == 10.0
+    assert cfg.model_kwargs() == {"in_channels": 1, "num_classes": 2, "base_channels": 64, "depth": 4,
+                                  "padding": "valid", "norm": None, "upsampling": "transposed", "dropout": 0.5}
+
+
+def test_file_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("experiment: x\ntrain: {steps: 50}\nmodel: {unet: {base_channels: 8}}\n")
+    cfg = load_config(p, overrides=["train.steps=7", "loss.class_weights=[1, 3]", "model.name=fcn8s"])
+    assert cfg.train.steps == 7 and cfg.loss.class_weights == [1, 3]
+    assert cfg.model.unet.base_channels == 8 and cfg.model.name == "fcn8s"
+    assert set(cfg.model_kwargs()) == {"in_channels", "num_classes", "base_channels", "fc_channels", "dropout"}
+    out = save_config(cfg, tmp_path / "resolved.yaml")
+    again = load_config(out)
+    assert again.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.stepz=3", "unknown key 'train.stepz'"),
+    ("train.steps=-1", "train.steps must be > 0"),
+    ("train.steps=abc", "train.steps must be int"),
+    ("optim.name=rmsprop", "optim.name='rmsprop' is not one of"),
+    ("eval.metrics=[iou, accuracy]", "unknown metric 'accuracy'"),
+    ("loss.class_weights=[1]", "class_weights"),
+    ("model.unet.dropout=1.5", "dropout"),
+    ("steps", "expected key=value"),
+])
+def test_bad_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(overrides=[override])
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
