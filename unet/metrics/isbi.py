@@ -1,0 +1,214 @@
+"""ISBI 2012 EM segmentation challenge metrics: pixel error and Rand error.
+
+The U-Net paper (Ronneberger et al. 2015, Sec. 4, Table 1) reports the three
+errors of the ISBI 2012 challenge (Arganda-Carreras et al. 2015, "Crowdsourcing
+the creation of image segmentation algorithms for connectomics", Front.
+Neuroanat. 9:142): pixel error, Rand error and warping error.  This module and
+:mod:`unet.metrics.warping` reproduce the official evaluation script of
+2015-01-22 (Fiji Trainable_Segmentation, ``trainableSegmentation.metrics``)
+exactly; the golden vectors in ``shared/oracle/isbi`` check it.
+
+Conventions (as in the challenge):
+
+* ``labels``: ground truth, 0 = membrane, >0 = cell interior (ISBI PNGs are
+  0/255).  ``proposal``: probability of *cell* (1 = cell, 0 = membrane) in
+  [0, 1]; it is used as float32, as the official tool reads 32-bit images.
+* A 3-D array is a stack of independent 2-D slices (axis 0); counts are summed
+  over slices before the score is formed.
+* Each error is minimised over the thresholds produced by the Java loop
+  ``for (th = 0; th <= 1.0; th += 0.1)`` (11 values, the last
+  0.9999999999999999) and binarisation is ``float64(P) > th``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from unet.metrics._validation import MetricInputError, as_isbi_pair
+
+
+def java_thresholds(start: float, stop: float, step: float) -> tuple[float, ...]:
+    """Thresholds of ``for (double th = start; th <= stop; th += step)``.
+
+    The accumulated double-precision sum matters: it gives 0.30000000000000004,
+    0.7999999999999999, ... and decides whether the last value is included.
+    """
+    out = []
+    th = float(start)
+    while th <= stop:
+        out.append(th)
+        th += step
+    return tuple(out)
+
+
+#: Thresholds of the pixel and Rand errors: ``getPixelErrorMaximalFScore(0.0, 1.0, 0.1)``.
+ISBI_THRESHOLDS = java_thresholds(0.0, 1.0, 0.1)
+#: Thresholds of the warping error: ``getMinimumSplitsAndMergersErrorValue(0.0, 0.9, 0.1, ...)``.
+WARPING_THRESHOLDS = java_thresholds(0.0, 0.9, 0.1)
+
+# 4-connectivity for cells, as Fiji's Utils.connectedComponents(..., 4).
+FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
+
+
+def _f_score(tp: float, fp: float, fn: float) -> float:
+    # Fiji ClassificationStatistics: no false positives means precision 1 and
+    # no false negatives means recall 1 (even when tp = 0).
+    precision = 1.0 if fp == 0 else tp / (tp + fp)
+    recall = 1.0 if fn == 0 else tp / (tp + fn)
+    if precision + recall > 0:
+        return 2.0 * precision * recall / (precision + recall)
+    return 0.0
+
+
+def _best_max(scores, thresholds) -> tuple[float, float]:
+    # Fiji keeps the first threshold with a strictly larger F-score, starting
+    # from F = 0 at the first threshold.
+    best, best_th = 0.0, thresholds[0]
+    for f, th in zip(scores, thresholds):
+        if f > best:
+            best, best_th = f, th
+    return best, best_th
+
+
+def _resolve_thresholds(threshold) -> tuple[float, ...]:
+    if threshold is None:
+        return ISBI_THRESHOLDS
+    th = float(threshold)
+    if not 0.0 <= th <= 1.0:
+        raise MetricInputError(f"threshold must lie in [0, 1], got {threshold}")
+    return (th,)
+
+
+def pixel_counts(labels, proposal, thresholds=ISBI_THRESHOLDS) -> np.ndarray:
+    """True/false positive/negative pixel counts per threshold, positive = cell.
+
+    Returns an int64 array of shape ``(len(thresholds), 4)`` with columns
+    ``tp, fp, fn, tn``, summed over slices.
+    """
+    lab, prop = as_isbi_pair(labels, proposal)
+    return _pixel_counts(lab, prop, thresholds)
+
+
+def _pixel_counts(lab: np.ndarray, prop: np.ndarray, thresholds) -> np.ndarray:
+    p64 = prop.astype(np.float64)
+    out = np.zeros((len(thresholds), 4), dtype=np.int64)
+    for k, th in enumerate(thresholds):
+        L = lab > th
+        P = p64 > th
+        tp = int(np.count_nonzero(L & P))
+        fp = int(np.count_nonzero(P)) - tp
+        fn = int(np.count_nonzero(L)) - tp
+        out[k] = tp, fp, fn, L.size - tp - fp - fn
+    return out
+
+
+def pixel_error(labels, proposal, *, threshold: float | None = None) -> float:
+    """ISBI 2012 pixel error: ``1 - F-score`` of the cell pixels.
+
+    Not the fraction of disagreeing pixels: as in the challenge's evaluation
+    script (Arganda-Carreras et al. 2015, Sec. 2.3.1), it is one minus the
+    F-score (harmonic mean of precision and recall, positive class = cell) of
+    the binarised proposal, with counts summed over slices, maximised over
+    :data:`ISBI_THRESHOLDS`.
+
+    Parameters
+    ----------
+    labels : array_like, shape (H, W) or (slices, H, W)
+        Ground truth, 0 = membrane, >0 = cell.
+    proposal : array_like, same shape
+        Cell probability in [0, 1].
+    threshold : float, optional
+        Evaluate at this single threshold instead of the official sweep.
+
+    Returns
+    -------
+    float
+        The error in [0, 1] (0 = perfect).
+    """
+    lab, prop = as_isbi_pair(labels, proposal)
+    ths = _resolve_thresholds(threshold)
+    counts = _pixel_counts(lab, prop, ths)
+    best, _ = _best_max([_f_score(tp, fp, fn) for tp, fp, fn, _tn in counts], ths)
+    return 1.0 - best
+
+
+def _components(mask2d: np.ndarray) -> np.ndarray:
+    return ndimage.label(mask2d, structure=FOUR_CONNECTED)[0]
+
+
+def rand_sums(labels, proposal, thresholds=ISBI_THRESHOLDS) -> np.ndarray:
+    """Sums ``T, A, B`` of the foreground-restricted Rand F-score per threshold.
+
+    Per slice, the 4-connected components ``i`` of ``labels > th`` and ``j`` of
+    ``proposal > th`` are counted over ground-truth cell pixels only
+    (``n_ij``; ``j = 0`` is proposal membrane):
+    ``T = sum_{i,j>=1} n_ij^2 + sum_i n_i0``, ``A = sum_i (sum_j n_ij)^2``,
+    ``B = sum_{j>=1} (sum_i n_ij)^2 + sum_i n_i0``, summed over slices.
+    Returns a float64 array of shape ``(len(thresholds), 3)``.
+    """
+    lab, prop = as_isbi_pair(labels, proposal)
+    return _rand_sums(lab, prop, thresholds)
+
+
+def _rand_sums(lab: np.ndarray, prop: np.ndarray, thresholds) -> np.ndarray:
+    p64 = prop.astype(np.float64)
+    out = np.zeros((len(thresholds), 3), dtype=np.float64)
+    for k, th in enumerate(thresholds):
+        T = A = B = 0
+        for s in range(lab.shape[0]):
+            gt_cells = lab[s] > th
+            if not gt_cells.any():
+                continue
+            gi = _components(gt_cells)[gt_cells].astype(np.int64)
+            pj = _components(p64[s] > th)[gt_cells].astype(np.int64)
+            # n_ij over ground-truth cell pixels; singletons where j = 0
+            # (proposal membrane inside a cell) are each their own cluster.
+            base = int(pj.max()) + 1
+            pairs, n_ij = np.unique(gi * base + pj, return_counts=True)
+            inside = pairs % base > 0
+            n_i0 = int(n_ij[~inside].sum())
+            T += int(np.sum(n_ij[inside] ** 2)) + n_i0
+            A += int(np.sum(np.bincount(gi).astype(np.int64) ** 2))
+            col = np.bincount(pj[pj > 0]).astype(np.int64)
+            B += int(np.sum(col**2)) + n_i0
+        out[k] = T, A, B
+    return out
+
+
+def _rand_f(T: float, A: float, B: float) -> float:
+    if A == 0 or T == 0:
+        return 0.0
+    precision, recall = T / B, T / A
+    return 2.0 * precision * recall / (precision + recall)
+
+
+def rand_error(labels, proposal, *, threshold: float | None = None) -> float:
+    """ISBI 2012 foreground-restricted Rand error: ``1 - F-score`` of pixel pairs.
+
+    Rand (1971) index restricted to ground-truth cell pixels, as the challenge
+    evaluation script computes it (Arganda-Carreras et al. 2015, Sec. 2.3.2;
+    Fiji ``RandError.getForegroundRestrictedRandIndexMaximalFScore``):
+    precision ``T/B`` and recall ``T/A`` of "same segment" pairs (see
+    :func:`rand_sums`), segments being the 4-connected components of cells;
+    ``F = 2T/(A+B)`` maximised over :data:`ISBI_THRESHOLDS`.  This is *not*
+    ``skimage.metrics.adapted_rand_error``.
+
+    Parameters
+    ----------
+    labels, proposal, threshold
+        As in :func:`pixel_error`.
+
+    Raises
+    ------
+    MetricInputError
+        Mismatched shapes, proposal outside [0, 1], or labels without any cell
+        pixel (the index is then undefined).
+    """
+    lab, prop = as_isbi_pair(labels, proposal)
+    if not np.any(lab > 0):
+        raise MetricInputError("labels: no cell pixels, the Rand error is undefined")
+    ths = _resolve_thresholds(threshold)
+    sums = _rand_sums(lab, prop, ths)
+    best, _ = _best_max([_rand_f(*row) for row in sums], ths)
+    return 1.0 - best
