@@ -1,0 +1,525 @@
+"""The trainer: the paper's recipe by default, exact resume, logs, plots.
+
+A run lives in one output folder::
+
+    OUT/config.yaml        fully resolved configuration
+    OUT/last.pt            latest checkpoint (model + optimiser + scheduler + RNG + step)
+    OUT/best.pt            best validation checkpoint (by ``eval.monitor``)
+    OUT/log.csv            step, loss, learning rate and validation metrics
+    OUT/tensorboard/       the same for TensorBoard
+    OUT/curves.png         training curves (written at the end)
+    OUT/overlays/*.png     validation predictions over their images (at the end)
+
+Exact resume: training sample ``i`` is a pure function of ``(seed, i)``
+(:class:`unet.data.TileDataset`), so the data-order position is the step
+counter; the checkpoint holds every other piece of state (weights, optimiser,
+scheduler, torch RNG for dropout).  A run killed at any point and restarted
+with ``resume=True`` continues from its last checkpoint and ends with the same
+weights as an uninterrupted run (on CPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unet.errors import UserError
+from unet.training.config import Config, ConfigError, resolve_path, save_config
+from unet.training.distributed import DistInfo, barrier, init_distributed, shutdown, wrap_model
+from unet.training.loss import IGNORE_INDEX, get_loss
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def select_pairs(pairs: list, spec, *, what: str) -> list:
+    """Pick image pairs: ``"a:b"`` slices the (sorted) list, a list of patterns matches names."""
+    if spec in (None, "", "none"):
+        return []
+    if spec == "all":
+        return list(pairs)
+    if isinstance(spec, str) and ":" in spec and not any(c in spec for c in "*?/"):
+        try:
+            a, b = (int(x) if x.strip() else None for x in spec.split(":"))
+        except ValueError:
+            raise ConfigError(f"data.{what}: bad slice {spec!r}; use e.g. '0:20'") from None
+        chosen = pairs[a:b]
+    else:
+        patterns = [spec] if isinstance(spec, str) else [str(p) for p in spec]
+        chosen = [p for p in pairs if any(fnmatch.fnmatch(p.name, pat) for pat in patterns)]
+    if not chosen:
+        names = ", ".join(p.name for p in pairs[:6]) + (" ..." if len(pairs) > 6 else "")
+        raise ConfigError(f"data.{what}={spec!r} selects no image (available: {names})")
+    return chosen
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA GPU is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps: MPS is not available")
+    return torch.device(name)
+
+
+def make_scheduler(optimizer, cfg: Config):
+    o, steps = cfg.optim, cfg.train.steps
+
+    def factor(step: int) -> float:
+        if o.warmup_steps and step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        if o.schedule == "constant":
+            return 1.0
+        if o.schedule == "cosine":
+            t = (step - o.warmup_steps) / max(1, steps - o.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        if o.schedule == "poly":
+            t = (step - o.warmup_steps) / max(1, steps - o.warmup_steps)
+            return (1 - min(t, 1.0)) ** 0.9
+        return o.gamma ** (step // o.step_size)  # "step"
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_optimizer(params, cfg: Config):
+    o = cfg.optim
+    params = [p for p in params if p.requires_grad]
+    if o.name == "sgd":  # paper Sec. 3: stochastic gradient descent, momentum 0.99
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+class _StepSampler(torch.utils.data.Sampler):
+    """Indices of this process's samples from global step ``start`` on, in order."""
+
+    def __init__(self, start: int, steps: int, batch: int, info: DistInfo):
+        self.start, self.steps, self.batch, self.info = start, steps, batch, info
+
+    def __iter__(self):
+        w, r, b = self.info.world_size, self.info.rank, self.batch
+        for step in range(self.start, self.steps):
+            base = (step * w + r) * b
+            yield from range(base, base + b)
+
+    def __len__(self):
+        return max(0, self.steps - self.start) * self.batch
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+class Trainer:
+    """Train a model as configured in ``cfg``, writing everything to ``out_dir``.
+
+    Parameters
+    ----------
+    cfg : Config
+        See :mod:`unet.training.config` and ``configs/``.
+    out_dir : str or Path
+        Run folder.  An existing run there is continued with ``resume=True``
+        or replaced with ``overwrite=True``; otherwise it is an error.
+    init_from : path, optional
+        Checkpoint whose weights initialise the model (transfer learning);
+        layers whose shapes differ (e.g. another number of classes) keep their
+        fresh initialisation.
+    freeze_encoder : bool
+        Train only the decoder (feature extraction) instead of fine-tuning all.
+    stop_after : int, optional
+        Stop (as if killed) after this many steps of this invocation; used by
+        tests of resume.
+    """
+
+    def __init__(self, cfg: Config, out_dir, *, resume: bool = False, overwrite: bool = False,
+                 init_from=None, freeze_encoder: bool = False, quiet: bool = False, stop_after: int | None = None):
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.quiet = quiet
+        self.stop_after = stop_after
+        last = self.out / "last.pt"
+        if last.exists() and not (resume or overwrite):
+            raise UserError(f"{self.out}: already holds a training run (last.pt); pass --resume to continue it "
+                            "or --overwrite to start over")
+        if resume and not last.exists():
+            raise UserError(f"{last}: nothing to resume (no checkpoint)")
+        self.resume = resume
+        self.overwrite = overwrite
+        self.init_from = init_from
+        self.freeze = freeze_encoder
+
+        threads = cfg.train.threads or os.cpu_count() or 1
+        torch.set_num_threads(threads)
+        self.device = pick_device(cfg.train.device)
+        self.info = init_distributed(self.device.type)
+        if self.device.type == "cuda" and self.info.enabled:
+            self.device = torch.device("cuda", self.info.local_rank)
+            torch.cuda.set_device(self.device)
+
+        self._prepare_data()  # validates data paths before anything is written
+        if self.info.is_main:
+            if overwrite and self.out.exists() and not resume:
+                for name in ("last.pt", "best.pt", "log.csv", "curves.png"):
+                    (self.out / name).unlink(missing_ok=True)
+                shutil.rmtree(self.out / "tensorboard", ignore_errors=True)
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------- data
+    def _prepare_data(self):
+        from unet import data as D
+
+        cfg = self.cfg
+        root = resolve_path(cfg, cfg.data.root)
+        if not root.exists():
+            raise UserError(f"{root}: data folder not found (data.root={cfg.data.root!r}; "
+                            f"see `unet data fetch {cfg.data.dataset} --dest DIR`)")
+        kw = {}
+        if cfg.data.dataset == "folder":
+            kw = {"images_dir": root / cfg.data.images, "masks_dir": root / cfg.data.masks}
+        try:
+            pairs = D.dataset_pairs(cfg.data.dataset, root, **kw)
+        except (FileNotFoundError, ValueError) as err:
+            raise UserError(f"{root}: {err}") from err
+        train_pairs = select_pairs(pairs, cfg.data.train, what="train")
+        val_pairs = select_pairs(pairs, cfg.data.val, what="val")
+        norm = dict(cfg.data.normalize)
+        self.train_samples = [D.load_sample(p, normalize=norm) for p in train_pairs]
+        self.val_samples = [D.load_sample(p, normalize=norm) for p in val_pairs]
+        self.in_channels = self.train_samples[0].image.shape[0]
+        self.normalize = norm
+
+    def _class_weights(self, targets):
+        from unet import data as D
+
+        cw = self.cfg.loss.class_weights
+        if cw == "auto":
+            return [float(x) for x in D.class_weights_from(targets)]
+        if cw is None:
+            return None
+        return [float(x) for x in cw]
+
+    def _build_dataset(self, model):
+        from unet import data as D
+        from unet.models.geometry import nearest_valid_input_sizes, output_size
+
+        cfg = self.cfg
+        tile = cfg.train.tile_size
+        if getattr(model, "padding", "same") == "valid":
+            tile = nearest_valid_input_sizes(model, tile)[1]
+        out = output_size(model, tile)
+        self.tile_geometry = (tile, out)
+        targets = [D.training_target(s.labels, partial=s.partial, border=cfg.loss.separate_borders)
+                   for s in self.train_samples]
+        self.class_weights = self._class_weights(targets)
+        aug = _augmentation(cfg)
+        length = cfg.train.steps * cfg.train.batch_size * self.info.world_size
+        return D.TileDataset(self.train_samples, input_size=tile, output_size=out, augment=aug, length=length,
+                             seed=cfg.seed, w0=cfg.loss.w0 if cfg.loss.name == "weighted_ce" or cfg.loss.name == "ce_dice" else 0.0,
+                             sigma=cfg.loss.sigma, class_weights=self.class_weights)
+
+    # --------------------------------------------------------------- model
+    def _build_model(self):
+        from unet.checkpoint import read_checkpoint
+        from unet.models import create_model, freeze_encoder
+
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)  # He initialisation is drawn here
+        model = create_model(cfg.model.name, **cfg.model_kwargs(in_channels=self.in_channels))
+        if self.init_from:
+            payload = read_checkpoint(self.init_from)
+            own = model.state_dict()
+            loaded = {k: v for k, v in payload["state_dict"].items() if k in own and own[k].shape == v.shape}
+            if not loaded:
+                raise UserError(f"{self.init_from}: no weight fits model {cfg.model.name!r} "
+                                f"(checkpoint holds {payload['model']!r})")
+            model.load_state_dict(loaded, strict=False)
+            self.init_report = f"initialised {len(loaded)}/{len(own)} tensors from {self.init_from}"
+        if self.freeze:
+            freeze_encoder(model, True)
+        return model
+
+    # ---------------------------------------------------------------- run
+    def fit(self) -> dict:
+        """Train to ``cfg.train.steps``; return the final validation metrics."""
+        cfg, info = self.cfg, self.info
+        model = self._build_model()
+        dataset = self._build_dataset(model)
+        model.to(self.device)
+        if cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(model.parameters(), cfg)
+        scheduler = make_scheduler(optimizer, cfg)
+        start, best = 0, None
+        rng_state = None
+        if self.resume:
+            start, best, rng_state = self._load_state(model, optimizer, scheduler)
+        ddp_model = wrap_model(model, info, self.device)
+        loss_fn = get_loss(cfg.loss.name)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=cfg.train.batch_size,
+            sampler=_StepSampler(start, cfg.train.steps, cfg.train.batch_size, info),
+            num_workers=cfg.train.num_workers, worker_init_fn=_worker_init,
+            # a private generator: creating the loader must not consume the global RNG (exact resume)
+            generator=torch.Generator().manual_seed(cfg.seed),
+            persistent_workers=False, pin_memory=self.device.type == "cuda",
+        )
+        batches = iter(loader)
+        if rng_state is not None:  # after the loader's workers exist, so nothing else draws from it
+            torch.set_rng_state(rng_state)
+        if info.is_main:
+            if not self.resume:
+                save_config(cfg, self.out / "config.yaml")
+            self._open_logs(start)
+            if getattr(self, "init_report", None) and not self.quiet:
+                print(self.init_report)
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
+        use_amp = amp_dtype is not None and self.device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.train.steps, initial=start, disable=self.quiet or not info.is_main,
+                   desc=f"train {cfg.experiment}", unit="step", dynamic_ncols=True, mininterval=1.0)
+        metrics: dict = {}
+        step = start
+        t_data = t_step = 0.0
+        ran = 0
+        model.train()
+        try:
+            while step < cfg.train.steps:
+                if self.stop_after is not None and ran >= self.stop_after:
+                    return {"stopped_at": step}
+                t0 = time.perf_counter()
+                batch = next(batches)
+                t1 = time.perf_counter()
+                x = batch["image"].to(self.device, non_blocking=True)
+                if cfg.train.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = batch["target"].to(self.device)
+                w = batch["weight"].to(self.device)
+                with torch.autocast(self.device.type, dtype=amp_dtype or torch.bfloat16, enabled=use_amp):
+                    logits = ddp_model(x)
+                loss = loss_fn(logits, y, w)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {loss.item()} at step {step + 1}; stopped without saving. The last good "
+                        f"checkpoint is {self.out / 'last.pt'} (lower optim.lr, or check the data).")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                ran += 1
+                t_data += t1 - t0
+                t_step += time.perf_counter() - t1
+                lv = loss.item()
+                bar.update(1)
+                bar.set_postfix(loss=f"{lv:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2g}", refresh=False)
+                row = {}
+                if info.is_main and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
+                    row.update(loss=lv, lr=scheduler.get_last_lr()[0],
+                               data_fraction=t_data / max(t_data + t_step, 1e-9))
+                if step % cfg.train.val_every == 0 or step == cfg.train.steps:
+                    if info.is_main and self.val_samples:
+                        metrics = self.validate(model)
+                        row.update({f"val_{k}": v for k, v in metrics.items()})
+                        value = metrics.get(_monitor_key(cfg.eval.monitor))
+                        if value is not None and _better(value, best, cfg.eval.mode):
+                            best = value
+                            self._save(model, optimizer, scheduler, step, best, self.out / "best.pt", metrics)
+                        bar.set_postfix(loss=f"{lv:.4f}", **{k: f"{v:.4f}" for k, v in metrics.items()})
+                    model.train()
+                if row:
+                    self._log(step, row)
+                if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
+                    if info.is_main:
+                        self._save(model, optimizer, scheduler, step, best, self.out / "last.pt", metrics)
+                    barrier(info)
+        finally:
+            bar.close()
+            self._close_logs()
+        if info.is_main:
+            self._finish(model, metrics)
+        shutdown(info)
+        return metrics
+
+    # ---------------------------------------------------------- validation
+    def validate(self, model) -> dict:
+        """Overlap-tile prediction of every validation image and the configured metrics."""
+        from unet import data as D
+        from unet import metrics as M
+        from unet.inference import predict_tiled
+
+        ev = self.cfg.eval
+        probs, gts, insts = [], [], []
+        for s in self.val_samples:
+            prob = predict_tiled(model, s.image if s.image.shape[0] > 1 else s.image[0], tile_size=ev.tile_size,
+                                 tta=ev.tta, device=self.device)
+            probs.append(prob[1])
+            gts.append(D.training_target(s.labels, partial=s.partial, border=self.cfg.loss.separate_borders))
+            insts.append(s.labels)
+        self._last_val = probs
+        return evaluate_predictions(probs, gts, insts, metrics=ev.metrics, min_size=ev.min_size)
+
+    # ---------------------------------------------------------- state, logs
+    def _save(self, model, optimizer, scheduler, step, best, path, metrics):
+        from unet.checkpoint import save_checkpoint
+
+        extra = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "best": best,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+        tile, out = self.tile_geometry
+        save_checkpoint(model, path, extra=extra, step=step, experiment=self.cfg.experiment,
+                        config=self.cfg.to_dict(), normalize=self.normalize, metrics=dict(metrics),
+                        tile_size=tile, output_size=out, class_weights=self.class_weights)
+
+    def _load_state(self, model, optimizer, scheduler):
+        from unet.checkpoint import read_checkpoint
+
+        payload = read_checkpoint(self.out / "last.pt")
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        if torch.cuda.is_available() and payload["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
+        return int(payload["step"]), payload.get("best"), payload["rng"]["torch"]
+
+    def _open_logs(self, start: int):
+        path = self.out / "log.csv"
+        rows = []
+        if path.exists() and self.resume:  # drop what was logged after the checkpoint we resume from
+            with open(path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= start]
+        self._rows = rows
+        self._csv_path = path
+        self._tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out / "tensorboard"), purge_step=start if self.resume else None)
+        except ImportError:  # tensorboard is optional at run time
+            pass
+
+    def _log(self, step: int, row: dict):
+        if not self.info.is_main:
+            return
+        self._rows.append({"step": step, **row})
+        keys = ["step"] + sorted({k for r in self._rows for k in r} - {"step"})
+        from unet.io import atomic_path
+
+        with atomic_path(self._csv_path, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self._rows)
+        if self._tb is not None:
+            for k, v in row.items():
+                self._tb.add_scalar(k, v, step)
+
+    def _close_logs(self):
+        tb = getattr(self, "_tb", None)
+        if tb is not None:
+            tb.close()
+
+    def _finish(self, model, metrics):
+        from unet.training.plots import plot_curves, plot_overlays
+
+        plot_curves(self._csv_path, self.out / "curves.png")
+        if self.val_samples and self.cfg.eval.overlays:
+            if not getattr(self, "_last_val", None):
+                self.validate(model)
+            n = min(self.cfg.eval.overlays, len(self.val_samples))
+            plot_overlays([s.image for s in self.val_samples[:n]], self._last_val[:n],
+                          [s.labels for s in self.val_samples[:n]], [s.name for s in self.val_samples[:n]],
+                          self.out / "overlays")
+
+
+def _augmentation(cfg: Config):
+    from unet.data import Augmentation
+
+    a = cfg.augment
+    return Augmentation(elastic=a.elastic, elastic_grid=a.elastic_grid, elastic_sigma=a.elastic_sigma,
+                        flips=a.flips, rot90=a.rot90, rotate=a.rotate, gray=a.gray, gray_gamma=a.gray_gamma,
+                        gray_contrast=a.gray_contrast, gray_brightness=a.gray_brightness)
+
+
+def _monitor_key(name: str) -> str:
+    return {"pixel": "pixel_error", "rand": "rand_error", "warping": "warping_error"}.get(name, name)
+
+
+def _better(value, best, mode) -> bool:
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+def _components(mask: np.ndarray, min_size: int) -> np.ndarray:
+    """Instances as 4-connected components of a binary mask (the paper's separation borders make them cells)."""
+    from skimage.measure import label
+    from skimage.morphology import remove_small_objects
+
+    lab = label(mask, connectivity=1)
+    if min_size > 0:
+        lab = label(remove_small_objects(lab, min_size) > 0, connectivity=1)
+    return lab.astype(np.int32)
+
+
+def evaluate_predictions(probs, gts, instances=None, *, metrics=("iou", "pixel"), min_size: int = 0,
+                         threshold: float = 0.5) -> dict:
+    """Metrics of foreground probability maps against binary targets (0 bg, 1 cell, 255 ignore).
+
+    ISBI errors (pixel, Rand, warping) are computed on the stack of images when
+    they share a shape (counts summed over slices, as the challenge does), else
+    averaged per image.  ``seg`` compares connected components of ``prob >
+    threshold`` with the instance labels.
+    """
+    from unet import metrics as M
+
+    out: dict = {}
+    masks = [g != IGNORE_INDEX for g in gts]
+    same = len({p.shape for p in probs}) == 1
+
+    def isbi(fn):
+        if same:
+            return float(fn(np.stack([(g == 1) * 255 for g in gts]).astype(np.uint8),
+                            np.stack(probs).astype(np.float64)))
+        return float(np.mean([fn(((g == 1) * 255).astype(np.uint8), p.astype(np.float64))
+                              for g, p in zip(gts, probs)]))
+
+    if "iou" in metrics or "dice" in metrics:
+        fg_p = np.concatenate([(p[m] > threshold) for p, m in zip(probs, masks)])
+        fg_g = np.concatenate([(g[m] == 1) for g, m in zip(gts, masks)])
+        if "iou" in metrics:
+            out["iou"] = float(M.iou(fg_g, fg_p))
+        if "dice" in metrics:
+            out["dice"] = float(M.dice(fg_g, fg_p))
+    if "pixel" in metrics:
+        out["pixel_error"] = isbi(M.pixel_error)
+    if "rand" in metrics:
+        out["rand_error"] = isbi(M.rand_error)
+    if "warping" in metrics:
+        out["warping_error"] = isbi(M.warping_error)
+    if "seg" in metrics and instances is not None:
+        preds = [_components(p > threshold, min_size) for p in probs]
+        out["seg"] = float(M.seg_score(np.stack(instances), np.stack(preds)) if same else
+                           np.mean([M.seg_score(g[None], r[None]) for g, r in zip(instances, preds)]))
+    return out
