@@ -61,12 +61,12 @@ def isbi_errors(labels, proposal, *, radius: int = DEFAULT_RADIUS) -> dict:
     errors = (warp[:, 0] + warp[:, 1]) / lab.size
     k, th_warp = _best_min(errors, WARPING_THRESHOLDS)
     return {
-        "pixel_error": 1.0 - f_pix,
-        "rand_error": 1.0 - f_rand,
+        "pixel_error": float(1.0 - f_pix),
+        "rand_error": float(1.0 - f_rand),
         "warping_error": float(errors[k]),
-        "pixel_threshold": th_pix,
-        "rand_threshold": th_rand,
-        "warping_threshold": th_warp,
+        "pixel_threshold": float(th_pix),
+        "rand_threshold": float(th_rand),
+        "warping_threshold": float(th_warp),
         "splits": int(warp[k, 0]),
         "mergers": int(warp[k, 1]),
         "warping_pixels": int(warp[k, 0] + warp[k, 1]),

@@ -130,7 +130,7 @@ def pixel_error(labels, proposal, *, threshold: float | None = None) -> float:
     ths = _resolve_thresholds(threshold)
     counts = _pixel_counts(lab, prop, ths)
     best, _ = _best_max([_f_score(tp, fp, fn) for tp, fp, fn, _tn in counts], ths)
-    return 1.0 - best
+    return float(1.0 - best)
 
 
 def _components(mask2d: np.ndarray) -> np.ndarray:
@@ -211,4 +211,4 @@ def rand_error(labels, proposal, *, threshold: float | None = None) -> float:
     ths = _resolve_thresholds(threshold)
     sums = _rand_sums(lab, prop, ths)
     best, _ = _best_max([_rand_f(*row) for row in sums], ths)
-    return 1.0 - best
+    return float(1.0 - best)

@@ -1,0 +1,130 @@
+"""``unet evaluate`` through ``unet.cli.main`` on temporary files."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import unet.metrics as M
+from unet.cli import main
+from unet.io import read_image, write_image
+
+
+@pytest.fixture
+def isbi_pair(shared_data, tmp_path):
+    """Two real ISBI 2012 labels (cropped) and blurred 8-bit proposals, in two folders."""
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    arrays = {}
+    for i in (0, 1):
+        gt = read_image(shared_data / "isbi2012" / "train" / "labels" / f"{i}.png")[:192, :192]
+        pred = np.round(ndimage.gaussian_filter(gt / 255.0, 1.5) * 255).astype(np.uint8)
+        write_image(gt_dir / f"{i}.png", gt)
+        write_image(pred_dir / f"{i}.png", pred)
+        arrays[str(i)] = (gt, pred)
+    return gt_dir, pred_dir, arrays
+
+
+def test_isbi_json_and_csv_equal_library_values(isbi_pair, tmp_path, capsys):
+    gt_dir, pred_dir, arrays = isbi_pair
+    out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
+    assert main(["evaluate", str(pred_dir), str(gt_dir), "--json", str(out_json), "--csv", str(out_csv)]) == 0
+    doc = json.loads(out_json.read_text())
+    assert doc["metrics"] == ["isbi"] and doc["matched_by"] == "file stem"
+    for row in doc["images"]:
+        gt, pred = arrays[row["name"]]
+        expected = M.isbi_errors(gt, pred / 255.0)  # 8-bit proposals are scaled to [0, 1]
+        for key in ("pixel_error", "rand_error", "warping_error", "splits", "mergers"):
+            assert row[key] == expected[key], key
+    for key in ("pixel_error", "rand_error", "warping_error"):
+        assert doc["mean"][key] == pytest.approx(np.mean([r[key] for r in doc["images"]]))
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["name"] for r in rows] == ["0", "1", "mean"]
+    assert float(rows[0]["rand_error"]) == doc["images"][0]["rand_error"]
+    printed = capsys.readouterr().out
+    assert "pixel_error" in printed and "mean" in printed
+
+
+def test_float_stack_against_folder_and_order_matching(isbi_pair, tmp_path, capsys):
+    gt_dir, _, arrays = isbi_pair
+    probs = np.stack([arrays[k][1] / 255.0 for k in ("0", "1")]).astype(np.float32)
+    stack = tmp_path / "probs.tif"
+    write_image(stack, probs)
+    out = tmp_path / "s.json"
+    assert main(["evaluate", str(stack), str(gt_dir), "--metric", "iou", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["iou"] for r in doc["images"]] == [M.iou(arrays[k][0], probs[i]) for i, k in enumerate(("0", "1"))]
+    # Different stems and no numbers in common: paired by order, and the command says so.
+    renamed = tmp_path / "renamed"
+    for i, k in enumerate(("a", "b")):
+        write_image(renamed / f"pred_{k}.tif", probs[i])
+    assert main(["evaluate", str(renamed), str(gt_dir), "--metric", "iou"]) == 0
+    assert "sorted order" in capsys.readouterr().out
+
+
+def test_seg_on_cell_tracking_masks(shared_data, tmp_path):
+    masks = sorted((shared_data / "dic-hela" / "01" / "masks").glob("man_seg*.tif"))[:2]
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    expected = {}
+    for path in masks:
+        gt = read_image(path)
+        res = np.zeros_like(gt)
+        for label in np.unique(gt)[1:]:
+            res[ndimage.binary_erosion(gt == label, iterations=3)] = label + 7
+        write_image(gt_dir / path.name, gt)
+        write_image(pred_dir / f"t{path.stem[-3:]}.tif", res)  # CTC naming: matched by number
+        expected[path.stem] = M.seg_score(gt, res)
+    out = tmp_path / "seg.json"
+    assert main(["evaluate", str(pred_dir), str(gt_dir), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["metrics"] == ["seg"]  # instance labels: SEG by default
+    assert doc["matched_by"].startswith("number")
+    assert {r["name"]: r["seg"] for r in doc["images"]} == expected
+
+
+def _write_pair(tmp_path, gt, pred, suffix=".tif"):
+    write_image(tmp_path / f"gt{suffix}", gt)
+    write_image(tmp_path / f"pred{suffix}", pred)
+    return str(tmp_path / f"pred{suffix}"), str(tmp_path / f"gt{suffix}")
+
+
+def _labels(h=32, w=32):
+    gt = np.full((h, w), 255, np.uint8)
+    gt[:, w // 2] = 0
+    return gt
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["shape", "empty_gt", "out_of_range", "missing"],
+)
+def test_errors_exit_2_with_one_line(case, tmp_path, capsys):
+    gt = _labels()
+    if case == "shape":
+        pred, gt_path = _write_pair(tmp_path, gt, np.zeros((32, 30), np.float32))
+        message = "shape"
+    elif case == "empty_gt":
+        pred, gt_path = _write_pair(tmp_path, np.zeros_like(gt), gt / 255.0)
+        message = "empty"
+    elif case == "out_of_range":
+        pred, gt_path = _write_pair(tmp_path, gt, (gt / 255.0 * 2).astype(np.float32))
+        message = "[0, 1]"
+    else:
+        pred, gt_path = str(tmp_path / "nope.tif"), str(tmp_path / "gt.tif")
+        write_image(tmp_path / "gt.tif", gt)
+        message = "no such file"
+    assert main(["evaluate", pred, gt_path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("unet evaluate: error:") and message in err and "\n" not in err
+
+
+def test_outputs_are_not_overwritten_without_flag(tmp_path):
+    gt = _labels()
+    pred, gt_path = _write_pair(tmp_path, gt, (gt / 255.0).astype(np.float32))
+    out = tmp_path / "r.json"
+    out.write_text("keep")
+    assert main(["evaluate", pred, gt_path, "--json", str(out)]) == 2
+    assert out.read_text() == "keep"
+    assert main(["evaluate", pred, gt_path, "--json", str(out), "--overwrite"]) == 0
+    assert json.loads(out.read_text())["images"][0]["warping_error"] == 0.0

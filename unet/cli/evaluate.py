@@ -1,0 +1,300 @@
+"""``unet evaluate PRED GT``: score predictions against ground truth with the paper's metrics.
+
+PRED and GT are image files (TIFF, PNG, npy; a multi-page TIFF or 3-D npy is a
+stack) or folders of them.  Folders are paired by file stem, else by the
+number at the end of the stem (``t002.tif`` <-> ``man_seg002.tif``), else by
+sorted order when both hold as many files (the command says which).  A stack
+file against a folder with one file per slice is split into its slices.
+
+Metrics (``--metric``, repeatable; default ``isbi`` when the ground truth is
+binary, ``seg`` when it holds instance labels):
+
+* ``isbi``: pixel, Rand and warping errors of the ISBI 2012 challenge
+  (:func:`unet.metrics.isbi_errors`).  GT: 0 = membrane, >0 = cell (ISBI PNGs
+  are 0/255).  PRED: cell probability in [0, 1]; 8-bit images (0..255) are
+  divided by 255.  A stack is scored as one volume (counts summed over slices).
+* ``seg``: Cell Tracking Challenge SEG (:func:`unet.metrics.seg_score`).  GT and
+  PRED: instance labels; a binary PRED mask is split into its 4-connected
+  components.
+* ``iou``: foreground intersection over union (:func:`unet.metrics.iou`);
+  probability maps are thresholded at 0.5.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+METRICS = ("isbi", "seg", "iou")
+COLUMNS = {
+    "isbi": ("pixel_error", "rand_error", "warping_error"),
+    "seg": ("seg",),
+    "iou": ("iou",),
+}
+
+
+def register(sub):
+    p = sub.add_parser(
+        "evaluate",
+        help="score predictions against ground truth (ISBI errors, SEG, IoU)",
+        description="Score predictions against ground truth. PRED and GT are image files (TIFF/PNG/npy, "
+        "stacks allowed) or folders matched by file stem (else by trailing number, else by order). "
+        "8-bit predictions (0..255) are scaled to [0, 1].",
+    )
+    p.add_argument("pred", metavar="PRED", help="prediction file or folder (cell probability or labels)")
+    p.add_argument("gt", metavar="GT", help="ground-truth file or folder")
+    p.add_argument("--metric", action="append", choices=METRICS, default=None,
+                   help="metric to compute; repeat for several (default: isbi for binary GT, seg for instance GT)")
+    p.add_argument("--json", default=None, metavar="OUT.json", help="also write per-image values and the mean as JSON")
+    p.add_argument("--csv", default=None, metavar="OUT.csv", help="also write per-image values and the mean as CSV")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _list_images(path: Path) -> list[Path]:
+    from unet.io import IMAGE_SUFFIXES
+
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not p.name.startswith("."))
+
+
+def _trailing_number(stem: str):
+    m = re.search(r"(\d+)$", stem)
+    return int(m.group(1)) if m else None
+
+
+def match_files(pred_files: list[Path], gt_files: list[Path]) -> tuple[list[tuple[Path, Path]], str]:
+    """Pair prediction and ground-truth files; returns the pairs and how they were matched."""
+    from unet.errors import UserError
+
+    by_stem = {p.stem: p for p in pred_files}
+    if gt_files and all(g.stem in by_stem for g in gt_files):
+        return [(by_stem[g.stem], g) for g in gt_files], "file stem"
+    pred_nums = [_trailing_number(p.stem) for p in pred_files]
+    gt_nums = [_trailing_number(g.stem) for g in gt_files]
+    if (None not in pred_nums and None not in gt_nums and len(set(pred_nums)) == len(pred_nums)
+            and len(set(gt_nums)) == len(gt_nums) and set(gt_nums) <= set(pred_nums)):
+        by_num = dict(zip(pred_nums, pred_files))
+        return [(by_num[n], g) for n, g in zip(gt_nums, gt_files)], "number at the end of the file stem"
+    if len(pred_files) == len(gt_files):
+        return list(zip(pred_files, gt_files)), "sorted order (file stems differ)"
+    missing = [g.name for g in gt_files if g.stem not in by_stem][:5]
+    raise UserError(
+        f"cannot pair {len(pred_files)} prediction files with {len(gt_files)} ground-truth files: "
+        f"no prediction for {', '.join(missing)}{' ...' if len(missing) == 5 else ''}"
+    )
+
+
+def _items(pred: Path, gt: Path):
+    """``(name, pred file, pred slice, gt file, gt slice)`` per image to score, and the matching rule.
+
+    A slice is ``None`` for a whole file."""
+    from unet.errors import InputFileError, UserError
+    from unet.io import read_image
+
+    for path in (pred, gt):
+        if not path.exists():
+            raise InputFileError(path, "no such file or folder")
+    if pred.is_dir() and gt.is_dir():
+        pred_files, gt_files = _list_images(pred), _list_images(gt)
+        if not gt_files:
+            raise InputFileError(gt, "folder holds no image files (.tif, .png, .npy, ...)")
+        if not pred_files:
+            raise InputFileError(pred, "folder holds no image files (.tif, .png, .npy, ...)")
+        pairs, rule = match_files(pred_files, gt_files)
+        return [(g.stem, p, None, g, None) for p, g in pairs], rule
+    if pred.is_file() and gt.is_file():
+        return [(gt.stem, pred, None, gt, None)], "the two files given"
+    # One stack file against a folder with one image per slice.
+    stack, folder = (pred, gt) if pred.is_file() else (gt, pred)
+    files = _list_images(folder)
+    n = read_image(stack).shape[0] if files else 0
+    if not files or n != len(files):
+        raise UserError(f"{stack} is one file but {folder} is a folder of {len(files)} images: "
+                        f"give two files, two folders, or a stack with one slice per image")
+    if stack is pred:
+        return [(f.stem, pred, i, f, None) for i, f in enumerate(files)], f"slice order of {stack.name}"
+    return [(f.stem, f, None, gt, i) for i, f in enumerate(files)], f"slice order of {stack.name}"
+
+
+def _load(path: Path, index, cache: dict):
+    """Read one file, or slice ``index`` of a stack (stacks are read once)."""
+    import numpy as np
+
+    from unet.io import read_image
+
+    if index is None:
+        return np.asarray(read_image(path))
+    if path not in cache:
+        cache[path] = read_image(path)
+    return np.asarray(cache[path][index])
+
+
+def _drop_gray_channels(arr, reference_ndim: int, path: Path):
+    """Gray images saved as RGB(A) PNGs: keep one channel when all are equal."""
+    import numpy as np
+
+    from unet.errors import InputFileError
+
+    if arr.ndim == reference_ndim + 1 and arr.shape[-1] in (3, 4):
+        rgb = arr[..., :3]
+        if np.all(rgb == rgb[..., :1]):
+            return rgb[..., 0]
+        raise InputFileError(path, f"colour image {arr.shape}, expected a single-channel image")
+    return arr
+
+
+def proposal_in_unit_range(arr, path: Path):
+    """Cell probabilities in [0, 1]: 8-bit images are divided by 255."""
+    import numpy as np
+
+    from unet.errors import InputFileError
+
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / np.float32(255)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    arr = arr.astype(np.float32) if np.issubdtype(arr.dtype, np.floating) else arr
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0 or hi > 1 or not np.isfinite(lo + hi):
+        raise InputFileError(path, f"prediction values must lie in [0, 1] (or be 8-bit 0..255), found [{lo:g}, {hi:g}]")
+    return arr.astype(np.float32)
+
+
+def _is_binary(arr) -> bool:
+    import numpy as np
+
+    return np.unique(arr).size <= 2
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def score_pair(pred_arr, gt_arr, metrics, pred_path: Path, gt_path: Path) -> tuple[dict, list[str]]:
+    """Compute the requested metrics for one (prediction, ground truth) pair."""
+    import numpy as np
+    from scipy import ndimage
+
+    import unet.metrics as M
+    from unet.errors import InputFileError, UserError
+
+    notes = []
+    pred_arr = _drop_gray_channels(pred_arr, gt_arr.ndim, pred_path)
+    gt_arr = _drop_gray_channels(gt_arr, pred_arr.ndim, gt_path)
+    if pred_arr.shape != gt_arr.shape:
+        raise UserError(f"{pred_path} has shape {pred_arr.shape} but {gt_path} has shape {gt_arr.shape}")
+    if not np.any(gt_arr):
+        raise InputFileError(gt_path, "ground truth is empty (all zeros)")
+    values: dict = {}
+    try:
+        if "isbi" in metrics:
+            r = M.isbi_errors(gt_arr, proposal_in_unit_range(pred_arr, pred_path))
+            values.update(r)
+        if "seg" in metrics:
+            res = pred_arr
+            if np.issubdtype(res.dtype, np.floating):
+                raise InputFileError(pred_path, "SEG needs instance labels (integers), got a floating-point image")
+            if _is_binary(res):
+                structure = ndimage.generate_binary_structure(res.ndim, 1)
+                if res.ndim == 3:  # frames are independent: no connectivity along axis 0
+                    structure[0] = structure[2] = False
+                res = ndimage.label(res != 0, structure=structure)[0]
+                notes.append(f"{pred_path.name}: binary mask, objects = 4-connected components")
+            values["seg"] = M.seg_score(gt_arr, res)
+        if "iou" in metrics:
+            pred = pred_arr
+            if np.issubdtype(pred.dtype, np.floating) or (pred.dtype == np.uint8 and not _is_binary(pred)):
+                pred = proposal_in_unit_range(pred, pred_path)  # probability map, > 0.5 is foreground
+            else:
+                pred = pred != 0  # mask or instance labels
+            values["iou"] = M.iou(gt_arr, pred)
+    except M.MetricInputError as err:
+        raise UserError(f"{pred_path} vs {gt_path}: {err}") from err
+    return values, notes
+
+
+def _default_metrics(gt_arr) -> list[str]:
+    return ["isbi"] if _is_binary(gt_arr) else ["seg"]
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def _table_columns(metrics) -> list[str]:
+    cols = []
+    for m in metrics:
+        cols.extend(COLUMNS[m])
+    return cols
+
+
+def to_csv(rows: list[dict], columns: list[str]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["name", "pred", "gt", *columns], extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (repr(float(v)) if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _print_table(rows, mean, columns, rule, notes):
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    table = Table(title=f"{len(rows)} image{'s' * (len(rows) != 1)}, paired by {rule}")
+    table.add_column("image")
+    for c in columns:
+        table.add_column(c, justify="right")
+    for row in rows:
+        table.add_row(row["name"], *(f"{row[c]:.6f}" for c in columns))
+    table.add_section()
+    table.add_row("mean", *(f"{mean[c]:.6f}" for c in columns), style="bold")
+    console.print(table)
+    for note in notes:
+        console.print(f"note: {note}")
+
+
+def run(args) -> int:
+    import json
+    import sys
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from unet.errors import UserError
+    from unet.io import write_text_atomic
+
+    for out in (args.json, args.csv):
+        if out and Path(out).exists() and not args.overwrite:
+            raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+    items, rule = _items(Path(args.pred), Path(args.gt))
+    metrics = list(dict.fromkeys(args.metric)) if args.metric else None
+    rows, notes, cache = [], [], {}
+    quiet = args.quiet or not sys.stderr.isatty()
+    for name, pred_path, pred_slice, gt_path, gt_slice in tqdm(items, desc="evaluate", unit="image", disable=quiet):
+        gt_arr = _load(gt_path, gt_slice, cache)
+        pred_arr = _load(pred_path, pred_slice, cache)
+        if metrics is None:
+            metrics = _default_metrics(gt_arr)
+        values, pair_notes = score_pair(pred_arr, gt_arr, metrics, pred_path, gt_path)
+        notes.extend(pair_notes)
+        rows.append({"name": name, "pred": str(pred_path), "gt": str(gt_path), **values})
+    columns = _table_columns(metrics)
+    mean = {c: float(np.mean([r[c] for r in rows])) for c in columns}
+    if rule.startswith("sorted order"):
+        notes.insert(0, "file stems differ: predictions were paired with ground truth by sorted order")
+    _print_table(rows, mean, columns, rule, notes)
+    if args.json:
+        doc = {"metrics": metrics, "matched_by": rule, "images": rows, "mean": mean}
+        write_text_atomic(args.json, json.dumps(doc, indent=2) + "\n", overwrite=args.overwrite)
+    if args.csv:
+        write_text_atomic(args.csv, to_csv(rows + [{"name": "mean", "pred": "", "gt": "", **mean}], columns),
+                          overwrite=args.overwrite)
+    return 0
