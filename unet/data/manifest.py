@@ -1,0 +1,261 @@
+"""Dataset manifests (``datasets/NAME.yaml``): download, verify, unpack, check.
+
+A manifest records where a dataset comes from (official URLs and SHA-256),
+its layout, label convention, pixel size, citation and terms of use; see
+``datasets/README.md`` for the schema.  :func:`fetch` downloads into a
+temporary folder beside the destination and renames it into place only when
+every file is downloaded, verified and unpacked, so an interrupted or offline
+run leaves nothing half-written.  :func:`check` validates a local copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from unet.errors import InputFileError, UserError
+
+#: ``datasets/`` at the repository root
+MANIFEST_DIR = Path(__file__).resolve().parents[2] / "datasets"
+CHUNK = 1 << 20
+
+
+def list_manifests() -> list[str]:
+    return sorted(p.stem for p in MANIFEST_DIR.glob("*.yaml") if p.stem != "template")
+
+
+def load_manifest(name) -> dict:
+    """The manifest of dataset ``name`` (``datasets/NAME.yaml``) or of a YAML file path."""
+    import yaml
+
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        path = MANIFEST_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(list_manifests())} "
+                        f"(or give the path of a manifest .yaml)")
+    try:
+        manifest = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise InputFileError(path, f"invalid YAML ({err})") from err
+    if not isinstance(manifest, dict) or "name" not in manifest:
+        raise InputFileError(path, "not a dataset manifest (no 'name')")
+    manifest.setdefault("downloads", [])
+    manifest.setdefault("known_files", {})
+    manifest.setdefault("partial_frames", [])
+    manifest["_path"] = str(path)
+    return manifest
+
+
+# ----------------------------------------------------------------------------- fetch
+
+
+def sha256_of(path, *, chunk: int = CHUNK) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, *, timeout: float = 60.0, progress: bool = False) -> str:
+    """Stream ``url`` into ``dest``; return the SHA-256 of what was written."""
+    h = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
+            total = resp.headers.get("Content-Length") if hasattr(resp, "headers") else None
+            bar = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=dest.name)
+            for block in iter(lambda: resp.read(CHUNK), b""):
+                out.write(block)
+                h.update(block)
+                if bar is not None:
+                    bar.update(len(block))
+            if bar is not None:
+                bar.close()
+    except urllib.error.URLError as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(f"cannot download {url}: {reason} (offline? no network access? "
+                        f"download it by hand and run `unet data check`)") from err
+    except (OSError, ValueError) as err:  # timeouts, resets, bad URLs
+        raise UserError(f"cannot download {url}: {err}") from err
+    return h.hexdigest()
+
+
+def _safe_extract(archive: Path, into: Path) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            root = into.resolve()
+            for member in zf.infolist():
+                target = (into / member.filename).resolve()
+                if root != target and root not in target.parents:
+                    raise InputFileError(archive, f"unsafe path in archive: {member.filename!r}")
+            zf.extractall(into)
+    except zipfile.BadZipFile as err:
+        raise InputFileError(archive, f"not a valid zip archive ({err})") from err
+
+
+def fetch(name, dest, *, verify: bool = True, progress: bool = False, timeout: float = 60.0,
+          overwrite: bool = False) -> Path:
+    """Download, verify and unpack dataset ``name`` into folder ``dest``.
+
+    ``dest`` must not exist (or be empty) unless ``overwrite``.  Everything goes
+    into a temporary folder beside ``dest`` first; only when all downloads are
+    complete, their SHA-256 match the manifest and archives are unpacked is it
+    renamed to ``dest``.  A download whose manifest SHA-256 is unknown (null) is
+    refused unless ``verify=False``; a mismatch is always an error.
+    """
+    manifest = name if isinstance(name, dict) else load_manifest(name)
+    dest = Path(dest)
+    downloads = manifest.get("downloads") or []
+    if not downloads:
+        raise UserError(f"dataset {manifest['name']!r} has no downloads in its manifest")
+    if verify:
+        unknown = [d["file"] for d in downloads if not d.get("sha256")]
+        if unknown:
+            raise UserError(
+                f"no published SHA-256 for {', '.join(unknown)} in {manifest.get('_path', manifest['name'])}: "
+                f"cannot verify the download; pass --no-verify to fetch anyway (the content is then "
+                f"checked with `unet data check`)")
+    nonempty = (dest.is_dir() and any(dest.iterdir())) or (dest.exists() and not dest.is_dir())
+    if nonempty and not overwrite:
+        raise UserError(f"{dest}: already exists and is not empty (pass --overwrite to replace it)")
+    parent = dest.parent if str(dest.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=parent))
+    try:
+        for d in downloads:
+            target = tmp / d["file"]
+            if "/" in d["file"] or d["file"].startswith("."):
+                raise UserError(f"manifest file name {d['file']!r} must be a plain name")
+            digest = download(d["url"], target, timeout=timeout, progress=progress)
+            want = (d.get("sha256") or "").lower()
+            if want and digest != want:
+                raise UserError(f"{d['url']}: SHA-256 mismatch (got {digest}, manifest says {want}); "
+                                f"the download is corrupt or the file changed upstream")
+            if d.get("unpack", "none") == "zip":
+                _safe_extract(target, tmp)
+                target.unlink()
+        if dest.exists():
+            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+# ----------------------------------------------------------------------------- check
+
+
+def dataset_root(manifest: dict, root) -> Path:
+    """``root``, or ``root/<manifest root>`` when the archive unpacked into a subfolder."""
+    root = Path(root)
+    sub = manifest.get("root")
+    if sub and (root / sub).is_dir():
+        return root / sub
+    return root
+
+
+def check(name, root) -> tuple[list[str], list[str]]:
+    """Validate a local copy: counts, shapes, dtypes, label values, known SHA-256.
+
+    Returns
+    -------
+    (report, problems) : lists of str
+        Lines describing what was checked, and the problems found (empty if the copy is good).
+    """
+    from unet.data.loaders import ctc_pairs, folder_pairs, isbi2012_pairs, labels_from_mask, _read_page
+
+    manifest = name if isinstance(name, dict) else load_manifest(name)
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder")
+    base = dataset_root(manifest, root)
+    report, problems = [], []
+    loader = manifest.get("loader", manifest["name"])
+    groups: dict[str, tuple[list, dict]] = {}
+    try:
+        if loader == "isbi2012":
+            for split, spec in (manifest.get("splits") or {}).items():
+                groups[split] = (isbi2012_pairs(base, split=split), spec or {})
+        elif loader in ("dic-hela", "phc-u373", "ctc"):
+            for seq, spec in (manifest.get("sequences") or {}).items():
+                groups[str(seq)] = (ctc_pairs(base, sequences=(str(seq),), partial=()), spec or {})
+        elif loader == "folder":
+            spec = next(iter((manifest.get("splits") or {"all": {}}).values())) or {}
+            groups["all"] = (folder_pairs(base / "images", base / "masks"), spec)
+        else:
+            raise UserError(f"manifest {manifest['name']!r}: unknown loader {loader!r}")
+    except UserError as err:
+        problems.append(str(err))
+        return report, problems
+
+    for group, (pairs, spec) in groups.items():
+        n = len(pairs)
+        want = spec.get("count")
+        if want is not None and n != want:
+            problems.append(f"{group}: {n} image(s), expected {want}")
+        shapes, idtypes, mdtypes, values = set(), set(), set(), set()
+        for p in pairs:
+            try:
+                img = _read_page(Path(p.image), p.index)
+            except UserError as err:
+                problems.append(str(err))
+                continue
+            shapes.add(tuple(img.shape[:2]))
+            idtypes.add(str(img.dtype))
+            if p.mask is None:
+                continue
+            try:
+                mask = _read_page(Path(p.mask), p.index)
+                if mask.shape[:2] != img.shape[:2]:
+                    raise InputFileError(p.mask, f"shape {mask.shape[:2]} differs from its image {img.shape[:2]}")
+                mdtypes.add(str(mask.dtype))
+                u = np.unique(mask)
+                allowed = spec.get("label_values")
+                if allowed is not None and not set(u.tolist()) <= set(allowed):
+                    raise InputFileError(p.mask, f"unexpected label values {sorted(set(u.tolist()) - set(allowed))[:5]} "
+                                         f"(allowed: {allowed})")
+                kind = "binary" if allowed is not None and len(allowed) == 2 else "auto"
+                labels_from_mask(mask, kind=kind, path=p.mask)
+                if allowed is None and len(u) > 2:
+                    # instance ids: 0 = background, cells numbered 1..N without gaps is the CTC rule
+                    values.add(int(u.max()))
+            except UserError as err:
+                problems.append(str(err))
+        for key, seen, label in (("image_shape", shapes, "image shape"), ("image_dtype", idtypes, "image dtype"),
+                                 ("mask_dtype", mdtypes, "mask dtype")):
+            want = spec.get(key)
+            if want is None:
+                continue
+            want = tuple(want) if isinstance(want, list) else want
+            bad = {s for s in seen if s != want}
+            if bad:
+                problems.append(f"{group}: {label} {sorted(bad)}, expected {want}")
+        line = f"{group}: {n} pair(s)" if any(p.mask for p in pairs) else f"{group}: {n} image(s)"
+        line += f", shapes {sorted(shapes)}, image dtype {sorted(idtypes)}"
+        if mdtypes:
+            line += f", mask dtype {sorted(mdtypes)}"
+        report.append(line)
+
+    known = manifest.get("known_files") or {}
+    present = {rel: h for rel, h in known.items() if (base / rel).is_file()}
+    bad = [rel for rel, h in present.items() if sha256_of(base / rel) != h]
+    if known:
+        report.append(f"known SHA-256: {len(present) - len(bad)}/{len(present)} present files match "
+                      f"({len(known) - len(present)} of {len(known)} known files not in this copy)")
+    for rel in bad:
+        problems.append(f"{base / rel}: SHA-256 differs from the manifest's (file changed or corrupt)")
+    return report, problems
