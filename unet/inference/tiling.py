@@ -1,0 +1,594 @@
+"""Overlap-tile prediction of arbitrarily large images (paper Sec. 2, Fig. 2).
+
+"This strategy allows the seamless segmentation of arbitrarily large images by
+an overlap-tile strategy (see Figure 2).  To predict the pixels in the border
+region of the image, the missing context is extrapolated by mirroring the
+input image." (Ronneberger et al. 2015, Sec. 2)
+
+How the image is cut
+--------------------
+*Output tiles* of ``tile`` pixels partition the image.  For a valid-padded
+U-Net each output tile is predicted from an *input tile* that adds the network's
+halo (92 px per side for the paper's net) of context; context beyond the image
+border is the image mirrored with :data:`MIRROR_MODE` (a numpy pad mode).
+Because every tile origin lies on the same 2**depth grid (the 2x2 poolings see
+the same pixel pairs), a valid network's prediction of a pixel is the same in
+every tile that contains it: the result does not depend on the tile size.
+
+Same-padded networks and the FCN see zero padding at every tile border, so
+their tiles overlap by ``2 * margin`` pixels and overlapping predictions are
+averaged with a smooth (squared sine) window that sums to one over the overlap.
+This is approximate: near tile borders the prediction differs from a
+whole-image pass (the test suite measures by how much).
+
+Everything here works on one 2-D plane at a time of an :class:`ImageSource`,
+which reads windows from any array-like (numpy, memmap, zarr, tifffile's zarr
+store) so that images larger than memory are never loaded whole: rows of
+tiles are predicted and emitted as *strips* (:func:`predict_strips`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from unet.errors import UserError
+
+try:  # the data subpackage owns the mirror mode so that training and prediction agree
+    from unet.data.tiles import MIRROR_MODE
+except ImportError:  # pragma: no cover - only while unet.data.tiles does not exist
+    #: numpy pad mode for the mirrored context beyond the image border (paper Fig. 2)
+    MIRROR_MODE = "reflect"
+
+#: default memory budget for the network's working set (activations of one batch of tiles)
+DEFAULT_MEMORY_LIMIT = 1 << 30
+#: axis letters accepted for images: a stack axis (Z or T), channels (C), then Y and X
+STACK_AXES = "ZTQI"
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _step(model) -> int:
+    """Tile origins are multiples of 2**depth so every pooling sees the same pixel pairs."""
+    depth = getattr(model, "depth", 0)
+    return 2**depth if isinstance(depth, int) and depth > 0 else 1
+
+
+def _is_valid(model) -> bool:
+    return getattr(model, "padding", "same") == "valid"
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def context_radius(model) -> int:
+    """Pixels of context per side that a prediction depends on.
+
+    For a valid U-Net this is its halo (92 px, paper Fig. 1).  A same-padded
+    network of the same depth sees the same receptive field, so the same
+    formula gives the default overlap margin for it.
+    """
+    from unet.models.geometry import halo
+
+    if _is_valid(model):
+        return halo(model)
+    depth = getattr(model, "depth", 4)
+    return 2 * (3 * 2**depth - 2)
+
+
+def parse_memory(value) -> int | None:
+    """Bytes from ``1073741824``, ``"1G"``, ``"512M"``, ``"1.5GB"``, ``"2GiB"`` (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(value))
+    if not m:
+        raise UserError(f"cannot read memory size {value!r} (examples: 800M, 2G, 1.5GB)")
+    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
+    return int(float(m.group(1)) * scale)
+
+
+def bytes_per_input_pixel(model) -> int:
+    """Rough peak activation memory per input pixel of one tile (float32).
+
+    At the highest resolution of a U-Net the skip, the up-convolution output,
+    their concatenation and the next convolution output are alive together:
+    about 5 maps of the first level's width; 8 leaves room for the lower
+    levels and the allocator.
+    """
+    import torch.nn as nn
+
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    c0 = convs[0].out_channels if convs else 64
+    cin = getattr(model, "in_channels", 1)
+    k = getattr(model, "num_classes", 2)
+    return 4 * (8 * c0 + cin + 4 * k)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """How one plane of ``shape`` is cut into tiles (all sizes are (y, x) pairs).
+
+    Attributes
+    ----------
+    shape : image height and width.
+    tile : output tile step; output tiles at multiples of it partition the image.
+    input : network input tile size.
+    context : input pixels before a tile's first output pixel (halo or margin).
+    kept : size of the part of each network output that is used.
+    kept_offset : the kept part starts ``kept_offset`` pixels before the tile origin
+        (0 for valid nets; the overlap margin for same-padded nets).
+    blend : whether overlapping kept parts are averaged with :func:`blend_window`.
+    """
+
+    shape: tuple[int, int]
+    tile: tuple[int, int]
+    input: tuple[int, int]
+    context: tuple[int, int]
+    kept: tuple[int, int]
+    kept_offset: tuple[int, int]
+    blend: bool
+
+    def origins(self, axis: int) -> range:
+        return range(0, self.shape[axis], self.tile[axis])
+
+    @property
+    def num_tiles(self) -> int:
+        return len(self.origins(0)) * len(self.origins(1))
+
+
+def choose_tile_size(model, shape: Sequence[int], *, memory_limit=None, batch_size: int = 1) -> tuple[int, int]:
+    """Output tile size per axis from a memory budget (``memory_limit``, default 1 GiB).
+
+    The largest square input tile whose activations (:func:`bytes_per_input_pixel`,
+    times ``batch_size``) fit the budget gives the largest output tile; the image
+    is then cut into the fewest tiles of that size, made as even as possible
+    (so little is computed beyond the image border), each a multiple of 2**depth.
+    """
+    limit = parse_memory(memory_limit) or DEFAULT_MEMORY_LIMIT
+    step = _step(model)
+    s_max = int(math.sqrt(limit / (bytes_per_input_pixel(model) * max(1, batch_size))))
+    r = context_radius(model)
+    t_max = s_max - 2 * r if _is_valid(model) else s_max * 2 // 3  # same: margins add ~1/3
+    t_max = max(step, t_max // step * step)
+    tiles = []
+    for size in shape:
+        n = -(-int(size) // t_max)
+        tiles.append(max(step, _round_up(-(-int(size) // n), step)))
+    return tuple(tiles)
+
+
+def make_grid(model, shape: Sequence[int], *, tile_size=None, memory_limit=None, batch_size: int = 1,
+              margin: int | None = None) -> TileGrid:
+    """The :class:`TileGrid` for a plane of ``shape`` (height, width).
+
+    Parameters
+    ----------
+    tile_size : int or (int, int), optional
+        Output tile size; rounded down to a multiple of 2**depth (the pooling
+        grid, paper Sec. 3) and capped at the image.  Default: from the memory
+        budget (:func:`choose_tile_size`).
+    margin : int, optional
+        Same-padded nets only: overlap per side (default: the receptive-field
+        radius, :func:`context_radius`, rounded up to 2**depth).
+    """
+    from unet.models.geometry import halo, input_size_for_output
+
+    shape = (int(shape[0]), int(shape[1]))
+    if min(shape) < 1:
+        raise UserError(f"image is empty (shape {shape})")
+    step = _step(model)
+    if tile_size is None:
+        tile = choose_tile_size(model, shape, memory_limit=memory_limit, batch_size=batch_size)
+    else:
+        ts = (tile_size, tile_size) if np.isscalar(tile_size) else tuple(tile_size)
+        if any(int(t) < 1 for t in ts):
+            raise UserError(f"tile size must be positive, got {tile_size}")
+        tile = tuple(max(step, int(t) // step * step) for t in ts)
+    tile = tuple(min(t, _round_up(s, step)) for t, s in zip(tile, shape))
+    if _is_valid(model):
+        h = halo(model)
+        inp = tuple(input_size_for_output(model, t) for t in tile)
+        return TileGrid(shape, tile, inp, (h, h), tile, (0, 0), blend=False)
+    m = _round_up(context_radius(model) if margin is None else int(margin), step)
+    inp = tuple(t + 2 * m for t in tile)
+    return TileGrid(shape, tile, inp, (m, m), inp, (m, m), blend=True)
+
+
+def mirror_indices(size: int, start: int, length: int, mode: str | None = None) -> np.ndarray:
+    """Source indices for positions ``start .. start+length-1`` of an axis of ``size`` pixels.
+
+    Positions outside ``[0, size)`` are mirrored exactly as
+    ``numpy.pad(axis, ..., mode=MIRROR_MODE)`` does (any pad width; a 1-pixel
+    axis repeats its pixel).
+    """
+    before, after = max(0, -start), max(0, start + length - size)
+    if not before and not after:
+        return np.arange(start, start + length)
+    idx = np.pad(np.arange(size), (before, after), mode=mode or MIRROR_MODE)
+    return idx[start + before : start + before + length]
+
+
+def blend_window(length: int, margin: int) -> np.ndarray:
+    """1-D weights over a kept prediction of ``length`` px with ``margin`` px of overlap per side.
+
+    Adjacent tiles overlap by ``2 * margin``; there one tile's weight rises as
+    sin^2 while its neighbour's falls as cos^2, so they sum to one and the
+    seam is smooth.  Weights are > 0 everywhere so border tiles normalise.
+    """
+    w = np.ones(length, dtype=np.float64)
+    if margin > 0:
+        ramp = np.sin(0.5 * np.pi * (np.arange(2 * margin) + 0.5) / (2 * margin)) ** 2
+        n = min(2 * margin, length)
+        w[:n] = np.minimum(w[:n], ramp[:n])
+        w[length - n :] = np.minimum(w[length - n :], ramp[:n][::-1])
+    return w.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- image access
+
+
+def parse_axes(shape: Sequence[int], axes: str | None, in_channels: int) -> str:
+    """Check or infer the axes string of an image of ``shape`` for a model with ``in_channels``.
+
+    Accepted letters: one stack axis (Z, T, Q or I), C (channels), Y and X.
+    Without ``axes``: (H, W) is "YX" and, for multi-channel models, (C, H, W)
+    is "CYX"; anything else needs ``axes`` (a 3-D array is ambiguous).
+    """
+    ndim = len(shape)
+    if axes is None:
+        if ndim == 2:
+            axes = "YX"
+        elif ndim == 3 and in_channels > 1:
+            axes = "CYX"
+        else:
+            raise UserError(
+                f"image of shape {tuple(shape)}: pass axes= (e.g. 'ZYX' for a stack predicted slice by slice, "
+                "'CYX' or 'YXC' for channels)")
+    axes = axes.upper()
+    if len(axes) != ndim or len(set(axes)) != ndim or "Y" not in axes or "X" not in axes \
+            or any(a not in "CYX" + STACK_AXES for a in axes) or sum(a in STACK_AXES for a in axes) > 1:
+        raise UserError(f"axes {axes!r} do not describe an image of shape {tuple(shape)} "
+                        "(use Y, X, optionally C and one stack axis Z/T)")
+    if axes.index("Y") > axes.index("X"):
+        raise UserError(f"axes {axes!r}: Y must come before X")
+    return axes
+
+
+class ImageSource:
+    """Read windows of the 2-D planes of an image without loading it whole.
+
+    Parameters
+    ----------
+    array : array_like
+        numpy array, memmap, zarr array or anything sliceable with ``shape``.
+    axes : str
+        See :func:`parse_axes`.
+    value_range : (float, float), optional
+        Grey values mapped to 0 and 1 (:func:`unet.data.normalize.normalize`),
+        the same for every window; None reads the values as float32.
+    """
+
+    def __init__(self, array, axes: str, *, value_range=None, name: str = "image"):
+        self.array = array
+        self.axes = axes
+        self.value_range = value_range
+        self.name = name
+        shape = dict(zip(axes, array.shape))
+        self.height, self.width = int(shape["Y"]), int(shape["X"])
+        self.channels = int(shape.get("C", 1))
+        self.stack_axis = next((a for a in axes if a in STACK_AXES), None)
+        self.num_planes = int(shape[self.stack_axis]) if self.stack_axis else 1
+
+    @property
+    def plane_shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def read(self, plane: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Window ``[y0:y1, x0:x1]`` of ``plane`` as float32 (C, h, w), normalised."""
+        index, kept = [], []
+        for a in self.axes:
+            if a == "Y":
+                index.append(slice(y0, y1))
+            elif a == "X":
+                index.append(slice(x0, x1))
+            elif a == "C":
+                index.append(slice(None))
+            else:
+                index.append(plane)
+                continue
+            kept.append(a)
+        box = np.asarray(self.array[tuple(index)])
+        if "C" in kept:
+            box = np.moveaxis(box, kept.index("C"), 0)
+        else:
+            box = box[None]
+        if self.value_range is not None:
+            from unet.data.normalize import normalize
+
+            return normalize(box, value_range=self.value_range)
+        return np.asarray(box, dtype=np.float32)
+
+    def read_mirrored(self, plane: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Pixels at source indices ``ys`` x ``xs`` (from :func:`mirror_indices`), as (C, len(ys), len(xs))."""
+        y0, y1 = int(ys.min()), int(ys.max()) + 1
+        x0, x1 = int(xs.min()), int(xs.max()) + 1
+        box = self.read(plane, y0, y1, x0, x1)
+        if len(ys) != y1 - y0 or ys[0] != y0 or np.any(np.diff(ys) != 1):
+            box = box[:, ys - y0]
+        if len(xs) != x1 - x0 or xs[0] != x0 or np.any(np.diff(xs) != 1):
+            box = box[:, :, xs - x0]
+        return box
+
+
+# --------------------------------------------------------------------------- the network
+
+
+def _forward(model, x, *, tta: bool):
+    """Softmax class probabilities (paper Sec. 3) for a batch; with ``tta`` the mean of the
+    probabilities over the 8 flips/rotations by 90 degrees of the input (the dihedral group
+    of the square), as the paper averaged predictions over rotated/flipped inputs."""
+    import torch
+
+    if not tta:
+        return torch.softmax(model(x), dim=1)
+    total = None
+    for k in range(4):
+        for flip in (False, True):
+            xt = x.flip(-1) if flip else x
+            y = torch.softmax(model(torch.rot90(xt, k, (-2, -1))), dim=1)
+            y = torch.rot90(y, -k, (-2, -1))
+            y = y.flip(-1) if flip else y
+            total = y if total is None else total + y
+    return total / 8
+
+
+class _Runner:
+    """Feeds batches of tiles of one plane to the model and returns the kept predictions."""
+
+    def __init__(self, model, source: ImageSource, grid: TileGrid, *, batch_size: int, tta: bool, device, progress):
+        import torch
+
+        self.model, self.source, self.grid = model, source, grid
+        self.batch_size = max(1, int(batch_size))
+        self.tta = tta
+        param = next(model.parameters(), None)
+        self.device = torch.device(device) if device is not None else (param.device if param is not None else "cpu")
+        self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        self.progress = progress
+        in_ch = getattr(model, "in_channels", None)
+        if in_ch is not None and source.channels != in_ch:
+            raise UserError(f"{source.name}: has {source.channels} channel(s), the model expects {in_ch}")
+        self.window = None
+        if grid.blend:
+            wy = blend_window(grid.kept[0], grid.kept_offset[0])
+            wx = blend_window(grid.kept[1], grid.kept_offset[1])
+            self.window = wy[:, None] * wx[None, :]
+
+    def tiles(self, plane: int, origins: list[tuple[int, int]]) -> Iterator[tuple[int, int, np.ndarray]]:
+        """Yield ``(ky0, kx0, pred)``: the kept prediction (K, ky, kx) and where it starts in the image."""
+        import torch
+
+        g = self.grid
+        H, W = g.shape
+        for i in range(0, len(origins), self.batch_size):
+            chunk = origins[i : i + self.batch_size]
+            batch = np.stack([
+                self.source.read_mirrored(
+                    plane,
+                    mirror_indices(H, ty - g.context[0], g.input[0]),
+                    mirror_indices(W, tx - g.context[1], g.input[1]),
+                )
+                for ty, tx in chunk
+            ])
+            x = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype)
+            y = _forward(self.model, x, tta=self.tta)[:, :, : g.kept[0], : g.kept[1]]
+            y = y.float().cpu().numpy()
+            for (ty, tx), pred in zip(chunk, y):
+                yield ty - g.kept_offset[0], tx - g.kept_offset[1], pred
+            if self.progress is not None:
+                self.progress.update(len(chunk))
+
+
+class _Accumulator:
+    """Rows ``[y0, y1)`` x ``[x0, x1)`` of the prediction, filled by (possibly overlapping) tiles."""
+
+    def __init__(self, num_classes: int, y0: int, y1: int, x0: int, x1: int, blend: bool):
+        self.y0, self.y1, self.x0, self.x1 = y0, y1, x0, x1
+        self.num = np.zeros((num_classes, y1 - y0, x1 - x0), np.float32)
+        self.den = np.zeros((y1 - y0, x1 - x0), np.float32) if blend else None
+
+    def add(self, ky: int, kx: int, pred: np.ndarray, window: np.ndarray | None) -> None:
+        a0, a1 = max(ky, self.y0), min(ky + pred.shape[1], self.y1)
+        b0, b1 = max(kx, self.x0), min(kx + pred.shape[2], self.x1)
+        if a0 >= a1 or b0 >= b1:
+            return
+        src = (slice(None), slice(a0 - ky, a1 - ky), slice(b0 - kx, b1 - kx))
+        dst = (slice(None), slice(a0 - self.y0, a1 - self.y0), slice(b0 - self.x0, b1 - self.x0))
+        if self.den is None:  # valid nets: tiles partition the image, copy exactly
+            self.num[dst] = pred[src]
+        else:
+            w = window[src[1:]]
+            self.num[dst] += pred[src] * w
+            self.den[dst[1:]] += w
+
+    def extend_to(self, y1: int) -> None:
+        if y1 > self.y1:
+            extra = y1 - self.y1
+            self.num = np.concatenate([self.num, np.zeros((self.num.shape[0], extra, self.num.shape[2]), np.float32)], 1)
+            if self.den is not None:
+                self.den = np.concatenate([self.den, np.zeros((extra, self.den.shape[1]), np.float32)], 0)
+            self.y1 = y1
+
+    def pop_until(self, y: int) -> np.ndarray:
+        """Remove and return the finished rows ``[self.y0, y)``."""
+        n = y - self.y0
+        out = self.num[:, :n]
+        if self.den is not None:
+            out = out / self.den[None, :n]
+            self.den = self.den[n:]
+        self.num = self.num[:, n:]
+        self.y0 = y
+        return out
+
+
+def _num_classes(model) -> int:
+    k = getattr(model, "num_classes", None)
+    if k is None:
+        raise UserError("the model has no 'num_classes' attribute")
+    return int(k)
+
+
+def predict_strips(model, source: ImageSource, grid: TileGrid, *, plane: int = 0, batch_size: int = 1,
+                   tta: bool = False, device=None, progress=None) -> Iterator[tuple[int, np.ndarray]]:
+    """Predict one plane row of tiles at a time; yield ``(y0, probs)`` strips, top to bottom.
+
+    ``probs`` is float32 (num_classes, h, width) for image rows ``y0 .. y0+h``;
+    the strips cover the plane exactly once.  Memory holds one row of tiles,
+    never the whole image.  The model must already be in eval mode (see
+    :func:`predict_tiled`).
+    """
+    run = _Runner(model, source, grid, batch_size=batch_size, tta=tta, device=device, progress=progress)
+    H, W = grid.shape
+    acc = _Accumulator(_num_classes(model), 0, 0, 0, W, grid.blend)
+    rows = list(grid.origins(0))
+    for r, ty in enumerate(rows):
+        acc.extend_to(min(H, ty - grid.kept_offset[0] + grid.kept[0]))
+        for ky, kx, pred in run.tiles(plane, [(ty, tx) for tx in grid.origins(1)]):
+            acc.add(ky, kx, pred, run.window)
+        done = H if r + 1 == len(rows) else max(acc.y0, rows[r + 1] - grid.kept_offset[0])
+        if done > acc.y0:
+            y0 = acc.y0
+            yield y0, acc.pop_until(done)
+
+
+def predict_region(model, source: ImageSource, grid: TileGrid, box: tuple[int, int, int, int], *, plane: int = 0,
+                   batch_size: int = 1, tta: bool = False, device=None) -> np.ndarray:
+    """Probabilities (num_classes, y1-y0, x1-x0) for ``box = (y0, y1, x0, x1)`` of one plane.
+
+    Runs exactly the tiles of ``grid`` whose kept part meets the box, so the
+    result equals the same rows/columns of :func:`predict_strips` (used by the
+    Dask path, :mod:`unet.inference.distributed`).
+    """
+    y0, y1, x0, x1 = box
+    run = _Runner(model, source, grid, batch_size=batch_size, tta=tta, device=device, progress=None)
+
+    def meeting(axis, lo, hi):
+        off, kept = grid.kept_offset[axis], grid.kept[axis]
+        return [t for t in grid.origins(axis) if t - off < hi and t - off + kept > lo]
+
+    acc = _Accumulator(_num_classes(model), y0, y1, x0, x1, grid.blend)
+    origins = [(ty, tx) for ty in meeting(0, y0, y1) for tx in meeting(1, x0, x1)]
+    for ky, kx, pred in run.tiles(plane, origins):
+        acc.add(ky, kx, pred, run.window)
+    return acc.pop_until(y1)
+
+
+class eval_mode:
+    """Context manager: model in eval mode under ``torch.inference_mode``; previous mode restored."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        import torch
+
+        self.was_training = self.model.training
+        self.model.eval()
+        self.ctx = torch.inference_mode()
+        self.ctx.__enter__()
+        return self.model
+
+    def __exit__(self, *exc):
+        self.ctx.__exit__(*exc)
+        if self.was_training:
+            self.model.train(True)
+        return False
+
+
+def make_progress(progress, total: int, desc: str):
+    """A tqdm bar when ``progress`` is True (and stderr is a terminal unless forced), else None."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tile", leave=False, dynamic_ncols=True,
+                disable=None if progress != "always" else False)
+
+
+def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: bool = False, device=None,
+                  memory_limit=None, progress: bool = False, axes: str | None = None,
+                  margin: int | None = None) -> np.ndarray:
+    """Class probabilities of a whole image by the overlap-tile strategy (paper Fig. 2).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A U-Net or FCN (from :func:`unet.create_model` or a checkpoint).  It is
+        run in eval mode under ``torch.inference_mode``; its previous mode is
+        restored afterwards.
+    image : array_like
+        Already normalised (e.g. :func:`unet.data.normalize.normalize`).  For a
+        one-channel model (H, W); for ``in_channels`` C > 1, (C, H, W); stacks
+        need ``axes`` (e.g. ``"ZYX"``), planes are predicted one by one.
+    tile_size : int or (int, int), optional
+        Output tile size (the partition; input tiles add the halo), rounded
+        down to a multiple of 2**depth.  Default: chosen from ``memory_limit``
+        (:func:`choose_tile_size`).  For valid nets the result does not
+        depend on it.
+    batch_size : int
+        Tiles per forward pass.
+    tta : bool
+        Average over the 8 flips/rotations by 90 degrees (paper Sec. 3.1 / 4).
+    device : torch device, optional
+        Default: where the model's parameters are.
+    memory_limit : int or str, optional
+        Budget for one batch of tiles, e.g. ``"2G"`` (default 1 GiB).
+    progress : bool
+        Show a tqdm bar over tiles.
+    axes : str, optional
+        Axes of ``image``, e.g. ``"YX"``, ``"CYX"``, ``"ZYX"``, ``"ZCYX"``.
+    margin : int, optional
+        Same-padded nets only: overlap per side (see :func:`make_grid`).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 softmax probabilities: (num_classes, H, W), or
+        (planes, num_classes, H, W) for a stack.
+    """
+    arr = image if hasattr(image, "shape") and hasattr(image, "__getitem__") else np.asarray(image)
+    if 0 in tuple(arr.shape):
+        raise UserError(f"image is empty (shape {tuple(arr.shape)})")
+    axes = parse_axes(arr.shape, axes, getattr(model, "in_channels", 1))
+    source = ImageSource(arr, axes)
+    grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
+                     batch_size=batch_size, margin=margin)
+    k = _num_classes(model)
+    out = np.empty((source.num_planes, k, *source.plane_shape), np.float32)
+    bar = make_progress(progress, grid.num_tiles * source.num_planes, "predict")
+    try:
+        with eval_mode(model):
+            for z in range(source.num_planes):
+                for y0, strip in predict_strips(model, source, grid, plane=z, batch_size=batch_size, tta=tta,
+                                                device=device, progress=bar):
+                    out[z, :, y0 : y0 + strip.shape[1]] = strip
+    finally:
+        if bar is not None:
+            bar.close()
+    return out if source.stack_axis else out[0]
+
+
+def set_threads_for_cli() -> None:
+    """Use every core (the CLI; library calls leave torch's setting alone)."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
