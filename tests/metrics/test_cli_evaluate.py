@@ -59,8 +59,12 @@ def test_float_stack_against_folder_and_order_matching(isbi_pair, tmp_path, caps
     renamed = tmp_path / "renamed"
     for i, k in enumerate(("a", "b")):
         write_image(renamed / f"pred_{k}.tif", probs[i])
-    assert main(["evaluate", str(renamed), str(gt_dir), "--metric", "iou"]) == 0
+    assert main(["evaluate", str(renamed), str(gt_dir), "--metric", "iou,isbi", "--json", str(out), "--overwrite"]) == 0
     assert "sorted order" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["metrics"] == ["iou", "isbi"] and doc["matched_by"].startswith("sorted order")
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(renamed), str(gt_dir), "--metric", "iou,nope"])
 
 
 def test_seg_on_cell_tracking_masks(shared_data, tmp_path):

@@ -43,13 +43,24 @@ def register(sub):
     )
     p.add_argument("pred", metavar="PRED", help="prediction file or folder (cell probability or labels)")
     p.add_argument("gt", metavar="GT", help="ground-truth file or folder")
-    p.add_argument("--metric", action="append", choices=METRICS, default=None,
-                   help="metric to compute; repeat for several (default: isbi for binary GT, seg for instance GT)")
+    p.add_argument("--metric", action="extend", type=_metric_list, default=None, metavar="{isbi,seg,iou}",
+                   help="metric(s) to compute: repeat the option or separate by commas, e.g. --metric isbi,iou "
+                        "(default: isbi for binary GT, seg for instance GT)")
     p.add_argument("--json", default=None, metavar="OUT.json", help="also write per-image values and the mean as JSON")
     p.add_argument("--csv", default=None, metavar="OUT.csv", help="also write per-image values and the mean as CSV")
     p.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
+
+
+def _metric_list(text: str) -> list[str]:
+    import argparse
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in METRICS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric {', '.join(bad) or text!r} (choose from {', '.join(METRICS)})")
+    return names
 
 
 # ---------------------------------------------------------------- inputs
