@@ -132,3 +132,14 @@ def test_outputs_are_not_overwritten_without_flag(tmp_path):
     assert out.read_text() == "keep"
     assert main(["evaluate", pred, gt_path, "--json", str(out), "--overwrite"]) == 0
     assert json.loads(out.read_text())["images"][0]["warping_error"] == 0.0
+
+
+def test_seg_with_binary_prediction_uses_connected_components(tmp_path, capsys):
+    gt = np.zeros((2, 20, 20), np.uint16)
+    gt[0, 2:8, 2:8], gt[0, 10:18, 10:18], gt[1, 5:15, 5:15] = 3, 9, 4
+    pred = (gt > 0).astype(np.uint8)  # one value for all objects, in both frames
+    pred_path, gt_path = _write_pair(tmp_path, gt, pred)
+    out = tmp_path / "seg.json"
+    assert main(["evaluate", pred_path, gt_path, "--metric", "seg", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["images"][0]["seg"] == 1.0
+    assert "connected components" in capsys.readouterr().out

@@ -14,8 +14,8 @@ binary, ``seg`` when it holds instance labels):
   are 0/255).  PRED: cell probability in [0, 1]; 8-bit images (0..255) are
   divided by 255.  A stack is scored as one volume (counts summed over slices).
 * ``seg``: Cell Tracking Challenge SEG (:func:`unet.metrics.seg_score`).  GT and
-  PRED: instance labels; a binary PRED mask is split into its 4-connected
-  components.
+  PRED: instance labels; a binary PRED mask is split into its face-connected
+  components (4-connected in 2-D), frame by frame.
 * ``iou``: foreground intersection over union (:func:`unet.metrics.iou`);
   probability maps are thresholded at 0.5.
 """
@@ -211,10 +211,10 @@ def score_pair(pred_arr, gt_arr, metrics, pred_path: Path, gt_path: Path) -> tup
                 raise InputFileError(pred_path, "SEG needs instance labels (integers), got a floating-point image")
             if _is_binary(res):
                 structure = ndimage.generate_binary_structure(res.ndim, 1)
-                if res.ndim == 3:  # frames are independent: no connectivity along axis 0
+                if res.ndim >= 3:  # frames (axis 0) are independent: no connectivity across them
                     structure[0] = structure[2] = False
                 res = ndimage.label(res != 0, structure=structure)[0]
-                notes.append(f"{pred_path.name}: binary mask, objects = 4-connected components")
+                notes.append(f"{pred_path.name}: binary mask, objects = its face-connected components")
             values["seg"] = M.seg_score(gt_arr, res)
         if "iou" in metrics:
             pred = pred_arr
