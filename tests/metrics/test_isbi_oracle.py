@@ -88,6 +88,8 @@ def test_mismatch_classes_at_half(case):
     n_pixels = np.asarray(labels).size
     assert len(result.mismatches) / n_pixels == pytest.approx(c["expected"]["at_th_0.5"]["classic_warping_error"], abs=1e-15)
     assert result.warped.shape == np.shape(labels)
+    at_half = next(t for t in details["per_threshold_warping"] if t["th"] == 0.5)
+    assert result.counts() == at_half["counts"]
 
 
 def test_full_image_radius_changes_annulus_cut(oracle_dir, isbi_cases):

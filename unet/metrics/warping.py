@@ -266,7 +266,8 @@ def warping_error(
         Evaluate at this single threshold instead of the official sweep over
         :data:`~unet.metrics.isbi.WARPING_THRESHOLDS` (0 to 0.9).
     radius : int, optional
-        Window radius of the split test (official: 20).
+        Window radius of the split test (official: 20).  As in the official
+        code, a radius below 1 or larger than the image uses the whole image.
 
     Returns
     -------
