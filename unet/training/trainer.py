@@ -520,6 +520,8 @@ def evaluate_predictions(probs, gts, instances=None, *, metrics=("iou", "pixel")
         out["warping_error"] = isbi(M.warping_error)
     if "seg" in metrics and instances is not None:
         preds = [_components(p > threshold, min_size) for p in probs]
-        out["seg"] = float(M.seg_score(np.stack(instances), np.stack(preds)) if same else
-                           np.mean([M.seg_score(g[None], r[None]) for g, r in zip(instances, preds)]))
+        # pooled over all ground-truth objects of all frames, as the challenge does; frames
+        # without annotated objects contribute nothing
+        jac = [j for g, r in zip(instances, preds) if g.any() for *_, j in M.seg_jaccards(g[None], r[None])]
+        out["seg"] = float(np.mean(jac)) if jac else float("nan")
     return out
