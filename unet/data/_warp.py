@@ -1,0 +1,92 @@
+"""Compiled inner loop of :func:`unet.data.elastic.warp` (numba; cached on disk)."""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fold(i, n):
+    # half-sample symmetric mirroring: ... 1 0 | 0 1 ... n-1 | n-1 n-2 ...  (numpy.pad "symmetric")
+    if 0 <= i < n:  # the common case: no integer division
+        return i
+    i = i % (2 * n)
+    return 2 * n - 1 - i if i >= n else i
+
+
+@numba.njit(cache=True, nogil=True)
+def warp_kernel(coef, target, weight, ty, mx, oy, ox, a, hy, hx, have_t, have_w, out_img, out_t, out_w):
+    nc, h, w = coef.shape
+    th, tw = out_img.shape[1], out_img.shape[2]
+    oh, ow = out_t.shape if have_t else out_w.shape
+    g = mx.shape[1]
+    cy = (th - 1) * 0.5
+    cx = (tw - 1) * 0.5
+    yi = np.empty(4, np.int64)
+    xi = np.empty(4, np.int64)
+    wy = np.empty(4, np.float64)
+    wx = np.empty(4, np.float64)
+    for u in range(th):
+        ru = u - cy
+        for v in range(tw):
+            rv = v - cx
+            dy = 0.0
+            dx = 0.0
+            for j in range(g):
+                dy += ty[0, u, j] * mx[v, j]
+                dx += ty[1, u, j] * mx[v, j]
+            y = oy + cy + a[0, 0] * ru + a[0, 1] * rv + dy
+            x = ox + cx + a[1, 0] * ru + a[1, 1] * rv + dx
+            fy = math.floor(y)
+            fx = math.floor(x)
+            t = y - fy
+            s = 1.0 - t
+            wy[0] = s * s * s / 6.0
+            wy[1] = (3.0 * t * t * t - 6.0 * t * t + 4.0) / 6.0
+            wy[2] = (-3.0 * t * t * t + 3.0 * t * t + 3.0 * t + 1.0) / 6.0
+            wy[3] = t * t * t / 6.0
+            t = x - fx
+            s = 1.0 - t
+            wx[0] = s * s * s / 6.0
+            wx[1] = (3.0 * t * t * t - 6.0 * t * t + 4.0) / 6.0
+            wx[2] = (-3.0 * t * t * t + 3.0 * t * t + 3.0 * t + 1.0) / 6.0
+            wx[3] = t * t * t / 6.0
+            iy = int(fy) - 1
+            ix = int(fx) - 1
+            if iy >= 0 and iy + 3 < h:
+                for k in range(4):
+                    yi[k] = iy + k
+            else:
+                for k in range(4):
+                    yi[k] = _fold(iy + k, h)
+            if ix >= 0 and ix + 3 < w:
+                for k in range(4):
+                    xi[k] = ix + k
+            else:
+                for k in range(4):
+                    xi[k] = _fold(ix + k, w)
+            for c in range(nc):
+                acc = 0.0
+                for p in range(4):
+                    row = 0.0
+                    for q in range(4):
+                        row += wx[q] * coef[c, yi[p], xi[q]]
+                    acc += wy[p] * row
+                out_img[c, u, v] = acc
+            ou = u - hy
+            ov = v - hx
+            if 0 <= ou < oh and 0 <= ov < ow:
+                if have_t:
+                    out_t[ou, ov] = target[_fold(int(math.floor(y + 0.5)), h), _fold(int(math.floor(x + 0.5)), w)]
+                if have_w:
+                    ay = y - fy
+                    ax = x - fx
+                    y0 = _fold(int(fy), h)
+                    y1 = _fold(int(fy) + 1, h)
+                    x0 = _fold(int(fx), w)
+                    x1 = _fold(int(fx) + 1, w)
+                    out_w[ou, ov] = ((1.0 - ay) * ((1.0 - ax) * weight[y0, x0] + ax * weight[y0, x1])
+                                     + ay * ((1.0 - ax) * weight[y1, x0] + ax * weight[y1, x1]))

@@ -1,0 +1,149 @@
+"""Data augmentation settings (paper Sec. 3.1).
+
+The paper needs "shift and rotation invariance as well as robustness to
+deformations and gray value variations", and names the elastic deformation
+(3x3 grid, 10 px standard deviation) as the key one.  Every geometric part
+(elastic field, rotation, flips, 90-degree turns, shift, zoom) is folded into
+the *one* sampling map of :func:`unet.data.elastic.warp`: the tile is
+interpolated once, from the real image context around it (a rotation applied
+after cropping would fill the tile corners with invented content, and each
+extra resampling blurs).  Shift invariance comes mainly from the random tile
+positions (:class:`unet.data.tiles.TileDataset`).
+
+Gray-value variations (brightness, contrast, gamma, noise) are applied here in
+NumPy rather than with albumentations because albumentations clips float
+images to [0, 1] and its ``RandomGamma`` returns NaN for negative values,
+both of which occur in percentile-normalised images (values outside the
+0.1/99.9 percentiles are kept, see :mod:`unet.data.normalize`).  Any
+albumentations transform (or callable) can be added through ``extra``: it
+receives the image tile only, channels last, seeded from the sample's
+generator so that samples stay reproducible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from unet.data import elastic as _elastic
+
+
+@dataclass
+class Augmentation:
+    """What to randomise for each training tile.  ``Augmentation.none()`` for validation/test.
+
+    Attributes
+    ----------
+    elastic : bool
+        Random elastic deformation (paper Sec. 3.1).
+    elastic_grid : int
+        Coarse grid size: 3 (paper Sec. 3.1: "coarse 3 by 3 grid").
+    elastic_sigma : float
+        Standard deviation of the grid displacements in px: 10 (paper Sec. 3.1).
+    flips : bool
+        Random horizontal and vertical flips.
+    rot90 : bool
+        Random turns by multiples of 90 degrees.
+    rotation : float
+        Extra rotation, uniform in [-rotation, rotation] degrees (not fixed by the paper).
+    shift : float
+        Extra sub-pixel shift, uniform in [-shift, shift] px per axis (tile positions are already random).
+    scale : float
+        Zoom factor uniform in [1 - scale, 1 + scale] (0: off; not in the paper).
+    brightness : float
+        Added offset uniform in [-brightness, brightness] (image units, i.e. fractions of the
+        normalised 0.1-99.9 percentile range).
+    contrast : float
+        Factor uniform in [1 - contrast, 1 + contrast] applied around the tile mean.
+    gamma : float
+        Gamma uniform in log space between 1 / (1 + gamma) and 1 + gamma, applied between the
+        tile's minimum and maximum (0: off).
+    noise : float
+        Standard deviation of added Gaussian noise (0: off).
+    extra : albumentations transform or callable, optional
+        Applied last to the image tile (H, W, C) only.  An albumentations
+        transform is called as ``extra(image=tile)["image"]`` after
+        ``extra.set_random_seed(...)``; another callable as ``extra(tile, rng)``.
+    """
+
+    elastic: bool = True
+    elastic_grid: int = _elastic.GRID
+    elastic_sigma: float = _elastic.SIGMA
+    flips: bool = True
+    rot90: bool = True
+    rotation: float = 15.0
+    shift: float = 0.0
+    scale: float = 0.0
+    brightness: float = 0.1
+    contrast: float = 0.1
+    gamma: float = 0.0
+    noise: float = 0.0
+    extra: Any = None
+
+    @classmethod
+    def none(cls) -> "Augmentation":
+        """No augmentation at all (validation and test time)."""
+        return cls(elastic=False, flips=False, rot90=False, rotation=0.0, shift=0.0, scale=0.0,
+                   brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0, extra=None)
+
+    @classmethod
+    def paper(cls) -> "Augmentation":
+        """The defaults: elastic 3x3 grid, 10 px (Sec. 3.1), flips, turns, small rotations, gray values."""
+        return cls()
+
+    def replace(self, **changes) -> "Augmentation":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["extra"] = None if self.extra is None else repr(self.extra)
+        return d
+
+    @property
+    def is_identity(self) -> bool:
+        """True when tiles are plain crops (no geometric or gray-value change)."""
+        return self == Augmentation.none()
+
+    # -- drawing ---------------------------------------------------------------------------
+
+    def geometry(self, rng: np.random.Generator):
+        """Draw (coarse displacement grid or None, 2x2 matrix, (dy, dx) shift)."""
+        disp = (_elastic.random_displacement(rng, grid=self.elastic_grid, sigma=self.elastic_sigma)
+                if self.elastic and self.elastic_sigma > 0 else None)
+        flip_y = bool(rng.integers(2)) if self.flips else False
+        flip_x = bool(rng.integers(2)) if self.flips else False
+        turns = int(rng.integers(4)) if self.rot90 else 0
+        angle = float(rng.uniform(-self.rotation, self.rotation)) if self.rotation else 0.0
+        zoom = float(rng.uniform(1 - self.scale, 1 + self.scale)) if self.scale else 1.0
+        shift = tuple(rng.uniform(-self.shift, self.shift, 2)) if self.shift else (0.0, 0.0)
+        matrix = _elastic.affine_matrix(angle=angle, flip_y=flip_y, flip_x=flip_x, rot90=turns, scale=zoom)
+        return disp, matrix, shift
+
+    def gray(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Gray-value variations of an image tile (C, H, W) float32, in place where possible."""
+        if self.contrast:
+            factor = np.float32(rng.uniform(1 - self.contrast, 1 + self.contrast))
+            mean = image.mean(axis=(1, 2), keepdims=True)
+            image = (image - mean) * factor + mean
+        if self.brightness:
+            image += np.float32(rng.uniform(-self.brightness, self.brightness))
+        if self.gamma:
+            g = math.exp(rng.uniform(-math.log1p(self.gamma), math.log1p(self.gamma)))
+            lo = image.min(axis=(1, 2), keepdims=True)
+            span = np.maximum(image.max(axis=(1, 2), keepdims=True) - lo, np.float32(1e-6))
+            image = lo + span * ((image - lo) / span) ** np.float32(g)
+        if self.noise:
+            image += rng.normal(0.0, self.noise, image.shape).astype(np.float32)
+        if self.extra is not None:
+            hwc = np.ascontiguousarray(np.moveaxis(image, 0, -1))
+            if hasattr(self.extra, "set_random_seed"):
+                self.extra.set_random_seed(int(rng.integers(2**31)))
+                hwc = self.extra(image=hwc)["image"]
+            else:
+                hwc = self.extra(hwc, rng)
+            image = np.moveaxis(np.asarray(hwc, np.float32), -1, 0)
+        return np.ascontiguousarray(image, dtype=np.float32)
