@@ -104,16 +104,16 @@ def test_augmentation_config():
     disp, matrix, shift = none.geometry(np.random.default_rng(0))
     assert disp is None and np.array_equal(matrix, np.eye(2)) and shift == (0.0, 0.0)
     img = np.random.default_rng(1).random((1, 8, 8)).astype(np.float32)
-    np.testing.assert_array_equal(none.gray(img.copy(), np.random.default_rng(0)), img)
+    np.testing.assert_array_equal(none.gray_values(img.copy(), np.random.default_rng(0)), img)
     # gray-value variations keep values outside [0, 1] (no clipping) and are reproducible
     wide = np.linspace(-0.3, 1.4, 64, dtype=np.float32).reshape(1, 8, 8)
-    aug = Augmentation(gamma=0.3, noise=0.01)
-    a = aug.gray(wide.copy(), np.random.default_rng(5))
-    b = aug.gray(wide.copy(), np.random.default_rng(5))
+    aug = Augmentation(gray_gamma=0.3, noise=0.01)
+    a = aug.gray_values(wide.copy(), np.random.default_rng(5))
+    b = aug.gray_values(wide.copy(), np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
     assert np.isfinite(a).all() and not np.array_equal(a, wide)
     assert a.min() < -0.1 and a.max() > 1.1
-    d, m, _ = Augmentation(rotation=0, flips=False, rot90=False).geometry(np.random.default_rng(0))
+    d, m, _ = Augmentation(rotate=0, flips=False, rot90=False).geometry(np.random.default_rng(0))
     assert d.shape == (2, 3, 3) and np.array_equal(m, np.eye(2))
 
 
@@ -122,8 +122,8 @@ def test_albumentations_extra_is_seeded():
 
     aug = Augmentation.none().replace(extra=A.Compose([A.GaussNoise(std_range=(0.05, 0.1), p=1.0)]))
     img = np.full((1, 32, 32), 0.5, np.float32)
-    a = aug.gray(img.copy(), np.random.default_rng(1))
-    b = aug.gray(img.copy(), np.random.default_rng(1))
-    c = aug.gray(img.copy(), np.random.default_rng(2))
+    a = aug.gray_values(img.copy(), np.random.default_rng(1))
+    b = aug.gray_values(img.copy(), np.random.default_rng(1))
+    c = aug.gray_values(img.copy(), np.random.default_rng(2))
     np.testing.assert_array_equal(a, b)
     assert a.shape == img.shape and not np.array_equal(a, c)

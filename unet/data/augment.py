@@ -48,19 +48,21 @@ class Augmentation:
         Random horizontal and vertical flips.
     rot90 : bool
         Random turns by multiples of 90 degrees.
-    rotation : float
-        Extra rotation, uniform in [-rotation, rotation] degrees (not fixed by the paper).
+    rotate : float
+        Extra rotation, uniform in [-rotate, rotate] degrees (not fixed by the paper).
     shift : float
         Extra sub-pixel shift, uniform in [-shift, shift] px per axis (tile positions are already random).
     scale : float
         Zoom factor uniform in [1 - scale, 1 + scale] (0: off; not in the paper).
-    brightness : float
-        Added offset uniform in [-brightness, brightness] (image units, i.e. fractions of the
-        normalised 0.1-99.9 percentile range).
-    contrast : float
-        Factor uniform in [1 - contrast, 1 + contrast] applied around the tile mean.
-    gamma : float
-        Gamma uniform in log space between 1 / (1 + gamma) and 1 + gamma, applied between the
+    gray : bool
+        Gray-value variations (paper Sec. 3.1) on/off; the three settings below.
+    gray_brightness : float
+        Added offset uniform in [-b, b] (image units, i.e. fractions of the normalised
+        0.1-99.9 percentile range).
+    gray_contrast : float
+        Factor uniform in [1 - c, 1 + c] applied around the tile mean.
+    gray_gamma : float
+        Gamma uniform in log space between 1 / (1 + g) and 1 + g, applied between the
         tile's minimum and maximum (0: off).
     noise : float
         Standard deviation of added Gaussian noise (0: off).
@@ -75,20 +77,21 @@ class Augmentation:
     elastic_sigma: float = _elastic.SIGMA
     flips: bool = True
     rot90: bool = True
-    rotation: float = 15.0
+    rotate: float = 15.0
     shift: float = 0.0
     scale: float = 0.0
-    brightness: float = 0.1
-    contrast: float = 0.1
-    gamma: float = 0.0
+    gray: bool = True
+    gray_brightness: float = 0.1
+    gray_contrast: float = 0.1
+    gray_gamma: float = 0.1
     noise: float = 0.0
     extra: Any = None
 
     @classmethod
     def none(cls) -> "Augmentation":
         """No augmentation at all (validation and test time)."""
-        return cls(elastic=False, flips=False, rot90=False, rotation=0.0, shift=0.0, scale=0.0,
-                   brightness=0.0, contrast=0.0, gamma=0.0, noise=0.0, extra=None)
+        return cls(elastic=False, flips=False, rot90=False, rotate=0.0, shift=0.0, scale=0.0, gray=False,
+                   gray_brightness=0.0, gray_contrast=0.0, gray_gamma=0.0, noise=0.0, extra=None)
 
     @classmethod
     def paper(cls) -> "Augmentation":
@@ -106,7 +109,9 @@ class Augmentation:
     @property
     def is_identity(self) -> bool:
         """True when tiles are plain crops (no geometric or gray-value change)."""
-        return self == Augmentation.none()
+        gray = self.gray and (self.gray_brightness or self.gray_contrast or self.gray_gamma)
+        return not (self.elastic and self.elastic_sigma > 0 or self.flips or self.rot90 or self.rotate
+                    or self.shift or self.scale or gray or self.noise or self.extra is not None)
 
     # -- drawing ---------------------------------------------------------------------------
 
@@ -117,22 +122,22 @@ class Augmentation:
         flip_y = bool(rng.integers(2)) if self.flips else False
         flip_x = bool(rng.integers(2)) if self.flips else False
         turns = int(rng.integers(4)) if self.rot90 else 0
-        angle = float(rng.uniform(-self.rotation, self.rotation)) if self.rotation else 0.0
+        angle = float(rng.uniform(-self.rotate, self.rotate)) if self.rotate else 0.0
         zoom = float(rng.uniform(1 - self.scale, 1 + self.scale)) if self.scale else 1.0
         shift = tuple(rng.uniform(-self.shift, self.shift, 2)) if self.shift else (0.0, 0.0)
         matrix = _elastic.affine_matrix(angle=angle, flip_y=flip_y, flip_x=flip_x, rot90=turns, scale=zoom)
         return disp, matrix, shift
 
-    def gray(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def gray_values(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Gray-value variations of an image tile (C, H, W) float32, in place where possible."""
-        if self.contrast:
-            factor = np.float32(rng.uniform(1 - self.contrast, 1 + self.contrast))
+        if self.gray and self.gray_contrast:
+            factor = np.float32(rng.uniform(1 - self.gray_contrast, 1 + self.gray_contrast))
             mean = image.mean(axis=(1, 2), keepdims=True)
             image = (image - mean) * factor + mean
-        if self.brightness:
-            image += np.float32(rng.uniform(-self.brightness, self.brightness))
-        if self.gamma:
-            g = math.exp(rng.uniform(-math.log1p(self.gamma), math.log1p(self.gamma)))
+        if self.gray and self.gray_brightness:
+            image += np.float32(rng.uniform(-self.gray_brightness, self.gray_brightness))
+        if self.gray and self.gray_gamma:
+            g = math.exp(rng.uniform(-math.log1p(self.gray_gamma), math.log1p(self.gray_gamma)))
             lo = image.min(axis=(1, 2), keepdims=True)
             span = np.maximum(image.max(axis=(1, 2), keepdims=True) - lo, np.float32(1e-6))
             image = lo + span * ((image - lo) / span) ** np.float32(g)

@@ -184,7 +184,7 @@ class TileDataset(Dataset):
         image, target, weight = warp(self.coefs[j], origin=(origin[0] + shift[0], origin[1] + shift[1]),
                                      size=(th, tw), displacement=disp, matrix=matrix,
                                      target=self.targets[j], weight=self.weights[j], out_size=(oh, ow))
-        image = self.augment.gray(image, rng)
+        image = self.augment.gray_values(image, rng)
         weight[target == IGNORE_INDEX] = 0.0
         return image, target, weight
 
