@@ -287,13 +287,30 @@ class ImageSource:
         self.channels = int(shape.get("C", 1))
         self.stack_axis = next((a for a in axes if a in STACK_AXES), None)
         self.num_planes = int(shape[self.stack_axis]) if self.stack_axis else 1
+        # file-backed arrays (zarr, TIFF stores) decode whole chunks: read each band of rows once
+        self.cache_bands = not isinstance(array, np.ndarray)
+        self._band = None  # (plane, y0, y1, x0, x1, normalised pixels)
 
     @property
     def plane_shape(self) -> tuple[int, int]:
         return self.height, self.width
 
+    def prefetch(self, plane: int, y0: int, y1: int, x0: int, x1: int) -> None:
+        """Keep the window ``[y0:y1, x0:x1]`` of ``plane`` for the following reads (file-backed arrays only)."""
+        if self.cache_bands:
+            b = self._band
+            if b is None or b[:5] != (plane, y0, y1, x0, x1):
+                self._band = None  # free the old band before reading the new one
+                self._band = (plane, y0, y1, x0, x1, self._read(plane, y0, y1, x0, x1))
+
     def read(self, plane: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Window ``[y0:y1, x0:x1]`` of ``plane`` as float32 (C, h, w), normalised."""
+        b = self._band
+        if b is not None and b[0] == plane and b[1] <= y0 and y1 <= b[2] and b[3] <= x0 and x1 <= b[4]:
+            return b[5][:, y0 - b[1] : y1 - b[1], x0 - b[3] : x1 - b[3]]
+        return self._read(plane, y0, y1, x0, x1)
+
+    def _read(self, plane: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         index, kept = [], []
         for a in self.axes:
             if a == "Y":
@@ -379,8 +396,12 @@ class _Runner:
 
         g = self.grid
         H, W = g.shape
+        if self.source.cache_bands:
+            origins = sorted(origins)
         for i in range(0, len(origins), self.batch_size):
             chunk = origins[i : i + self.batch_size]
+            if self.source.cache_bands:
+                self._prefetch(plane, origins, chunk)
             batch = np.stack([
                 self.source.read_mirrored(
                     plane,
@@ -396,6 +417,16 @@ class _Runner:
                 yield ty - g.kept_offset[0], tx - g.kept_offset[1], pred
             if self.progress is not None:
                 self.progress.update(len(chunk))
+
+
+    def _prefetch(self, plane, origins, chunk):
+        """Read, once, the rows of input that the tile row(s) of ``chunk`` need, across all their columns."""
+        g = self.grid
+        rows = {ty for ty, _ in chunk}
+        cols = [tx for ty, tx in origins if ty in rows]
+        ys = np.concatenate([mirror_indices(g.shape[0], ty - g.context[0], g.input[0]) for ty in rows])
+        xs = np.concatenate([mirror_indices(g.shape[1], tx - g.context[1], g.input[1]) for tx in (min(cols), max(cols))])
+        self.source.prefetch(plane, int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
 
 
 class _Accumulator:

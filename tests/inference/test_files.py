@@ -1,0 +1,172 @@
+"""Out-of-core prediction: every input format gives exactly what the in-memory path gives."""
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+import unet
+from unet.data.normalize import intensity_range, normalize
+from unet.errors import InputFileError, UserError
+from unet.inference import label_instances, predict_file, predict_tiled
+
+from inference_helpers import tiny_unet
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_unet(depth=2)
+
+
+@pytest.fixture(scope="module")
+def image():
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(1)
+    img = gaussian_filter(rng.random((150, 205)), 3)
+    return np.round((img - img.min()) / (img.max() - img.min()) * 255).astype(np.uint8)
+
+
+def in_memory(model, image, *, tile_size=32, **norm):
+    return predict_tiled(model, normalize(image, value_range=intensity_range(image, **norm)), tile_size=tile_size)
+
+
+def read(path):
+    path = str(path)
+    if path.endswith(".zarr"):
+        return np.asarray(zarr.open_array(path, mode="r"))
+    if path.endswith(".npy"):
+        return np.load(path)
+    return tifffile.imread(path)
+
+
+def write_inputs(folder, image):
+    import skimage.io
+
+    tifffile.imwrite(folder / "plain.tif", image)  # uncompressed: memory-mapped
+    tifffile.imwrite(folder / "tiled.tif", image, tile=(64, 64), compression="zlib")
+    tifffile.imwrite(folder / "big.tif", image, bigtiff=True, compression="lzw", rowsperstrip=16)
+    np.save(folder / "image.npy", image)
+    z = zarr.open_array(str(folder / "image.zarr"), mode="w", shape=image.shape, chunks=(40, 50), dtype=image.dtype)
+    z[:] = image
+    skimage.io.imsave(folder / "image.png", image, check_contrast=False)
+    return ["plain.tif", "tiled.tif", "big.tif", "image.npy", "image.zarr", "image.png"]
+
+
+def test_out_of_core_writes_exactly_the_in_memory_result(tmp_path, model, image):
+    expected = in_memory(model, image, tile_size=64)[1]
+    assert expected.std() > 0.01
+    for name in write_inputs(tmp_path, image):
+        for suffix in (".tif", ".zarr"):
+            out = predict_file(model, tmp_path / name, tmp_path / f"out_{name}{suffix}", tile_size=64, batch_size=3)
+            got = read(out)
+            assert got.shape == image.shape and got.dtype == np.float32, name
+            np.testing.assert_array_equal(got, expected, err_msg=f"{name} -> {suffix}")
+    assert not list(tmp_path.glob(".*part*"))  # no temporary files left behind
+
+
+def test_probability_types_and_mask(tmp_path, model, image):
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, image, tile=(32, 32), compression="zlib")
+    p = in_memory(model, image)[1]
+    f16 = read(predict_file(model, src, tmp_path / "p16.tif", tile_size=32, dtype="float16"))
+    u8 = read(predict_file(model, src, tmp_path / "p8.tif", tile_size=32, dtype="uint8"))
+    assert f16.dtype == np.float16 and u8.dtype == np.uint8
+    np.testing.assert_array_equal(f16, p.astype(np.float16))
+    np.testing.assert_array_equal(u8, np.round(p * 255).astype(np.uint8))
+    t = float(np.median(p))
+    mask = read(predict_file(model, src, tmp_path / "m.tif", tile_size=32, output="mask", threshold=t))
+    np.testing.assert_array_equal(mask, np.where(p >= t, 255, 0).astype(np.uint8))
+
+
+def test_instance_labels_agree_across_tile_borders(tmp_path, model, image):
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, image)
+    p = in_memory(model, image, tile_size=16)[1]
+    t = float(np.quantile(p, 0.6))
+    mask = p >= t
+    for min_size in (0, 20):
+        expected = label_instances(mask, min_size=min_size)
+        got = read(predict_file(model, src, tmp_path / f"l{min_size}.tif", tile_size=16, output="labels",
+                                threshold=t, min_size=min_size))
+        assert got.dtype == np.uint32
+        np.testing.assert_array_equal(got, expected)
+    # the test is only meaningful if components do cross the 16-px tile borders (rows and columns)
+    lab = label_instances(mask)
+    crossings = [np.intersect1d(lab[y - 1][lab[y - 1] > 0], lab[y][lab[y] > 0]).size for y in range(16, 150, 16)]
+    crossings += [np.intersect1d(lab[:, x - 1][lab[:, x - 1] > 0], lab[:, x][lab[:, x] > 0]).size for x in range(16, 205, 16)]
+    assert sum(crossings) > 10
+    assert np.bincount(lab.ravel())[1:].max() > 16 * 16  # some component larger than a tile
+    assert 0 < lab.max()
+
+
+def test_stack_predicted_slice_by_slice_with_one_normalisation(tmp_path, model, image):
+    stack = np.stack([image, image[::-1] // 2, image[:, ::-1]])
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, stack, compression="zlib", photometric="minisblack")
+    got = read(predict_file(model, src, tmp_path / "out.tif", tile_size=48))
+    assert got.shape == stack.shape
+    rng = intensity_range(stack)  # one mapping for the whole stack
+    for z in range(3):
+        np.testing.assert_array_equal(got[z], predict_tiled(model, normalize(stack[z], value_range=rng), tile_size=48)[1])
+
+
+def test_checkpoint_normalisation_settings_are_used(tmp_path, model, image):
+    ckpt = unet.save_checkpoint(model, tmp_path / "m.pt", normalize={"mode": "minmax"})
+    got = read(predict_file(ckpt, _tif(tmp_path, image), tmp_path / "o.tif", tile_size=32))
+    np.testing.assert_array_equal(got, in_memory(model, image, mode="minmax")[1])
+    assert np.abs(got - in_memory(model, image)[1]).max() > 1e-4  # the settings matter
+
+
+def _tif(folder, image):
+    src = folder / "in.tif"
+    if not src.exists():
+        tifffile.imwrite(src, image)
+    return src
+
+
+def test_existing_output_is_kept_unless_overwrite(tmp_path, model, image):
+    src, out = _tif(tmp_path, image), tmp_path / "o.tif"
+    out.write_bytes(b"keep")
+    with pytest.raises(UserError, match="already exists"):
+        predict_file(model, src, out, tile_size=32)
+    assert out.read_bytes() == b"keep"
+    predict_file(model, src, out, tile_size=32, overwrite=True)
+    assert read(out).shape == image.shape
+    zout = tmp_path / "o.zarr"
+    predict_file(model, src, zout, tile_size=32)
+    with pytest.raises(UserError, match="already exists"):
+        predict_file(model, src, zout, tile_size=32)
+
+
+def test_bad_inputs_give_clear_errors_and_no_output(tmp_path, model, image):
+    import skimage.io
+
+    bad = {}
+    bad["corrupt.tif"] = b"II*\x00" + bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8))
+    tifffile.imwrite(tmp_path / "whole.tif", image, compression="zlib", rowsperstrip=8)
+    data = (tmp_path / "whole.tif").read_bytes()
+    bad["truncated.tif"] = data[: len(data) // 2]
+    bad["zero.tif"] = b""
+    for name, content in bad.items():
+        (tmp_path / name).write_bytes(content)
+    skimage.io.imsave(tmp_path / "rgb.png", np.stack([image] * 3, -1), check_contrast=False)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 7), np.uint8))
+    cases = {"corrupt.tif": "TIFF", "truncated.tif": "truncated", "zero.tif": "empty",
+             "rgb.png": "3 channel", "empty.npy": "empty", "missing.tif": "no such file"}
+    for name, problem in cases.items():
+        out = tmp_path / f"out_{name}.tif"
+        with pytest.raises(InputFileError, match=problem) as info:
+            predict_file(model, tmp_path / name, out, tile_size=32)
+        assert name in str(info.value)
+        assert not out.exists()
+    assert not list(tmp_path.glob(".*part*"))
+
+
+def test_unwritable_output_is_an_error_with_no_partial_file(tmp_path, model, image):
+    src = _tif(tmp_path, image)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot write"):
+        predict_file(model, src, tmp_path / "file" / "out.tif", tile_size=32)
+    with pytest.raises(UserError, match="unsupported output"):
+        predict_file(model, src, tmp_path / "out.jpg", tile_size=32)

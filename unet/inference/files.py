@@ -1,0 +1,412 @@
+"""Out-of-core prediction: image file in, probability / mask / instance-label file out.
+
+The input is opened without loading it (TIFF and BigTIFF through tifffile: a
+memory map when the data are stored uncompressed and contiguous, tifffile's
+zarr store for tiled or compressed files; zarr; npy as a memory map; PNG and
+JPEG, which cannot be read in parts, are loaded).  It is normalised with the
+checkpoint's settings (``metadata["normalize"]``), the range computed once on a
+subsample of the whole image so that every tile gets the same mapping.  Rows
+of tiles are predicted and written as they finish (TIFF tiles or zarr chunks),
+so memory holds a row of tiles, not the image.  Every output is written to a
+temporary name beside the target and renamed when complete: an error leaves
+nothing at the target path, and an existing file is only replaced with
+``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from unet.errors import InputFileError, UserError
+from unet.inference.labels import StripLabeller
+from unet.inference.tiling import (
+    ImageSource,
+    eval_mode,
+    make_grid,
+    make_progress,
+    parse_axes,
+    predict_strips,
+)
+
+OUTPUTS = ("prob", "mask", "labels")
+PROB_DTYPES = ("float32", "float16", "uint8")
+#: suffixes written tile by tile; .png and .npy outputs are assembled in memory (small images)
+STREAM_SUFFIXES = (".tif", ".tiff", ".zarr")
+OUTPUT_SUFFIXES = STREAM_SUFFIXES + (".png", ".npy")
+INPUT_SUFFIXES = (".tif", ".tiff", ".zarr", ".npy", ".png", ".jpg", ".jpeg", ".bmp")
+#: TIFF tile edge (a multiple of 16, as TIFF requires) and fast zlib compression
+TIFF_TILE = 256
+TIFF_COMPRESSION = ("zlib", 1)
+#: mask value of foreground pixels (the ISBI 2012 labels use 255 for cells)
+MASK_VALUE = 255
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _infer_axes(shape, in_channels: int, hint: str | None) -> str:
+    nd = len(shape)
+    samples_last = bool(hint) and hint.endswith("S")
+    if nd == 2:
+        return "YX"
+    if nd == 3:
+        if samples_last or (shape[-1] <= 4 and shape[-1] < min(shape[:2])):
+            return "YXC"
+        if in_channels > 1 and shape[0] == in_channels:
+            return "CYX"
+        return "ZYX"
+    if nd == 4:
+        if samples_last or shape[-1] == in_channels:
+            return "ZYXC"
+        if shape[1] == in_channels:
+            return "ZCYX"
+    raise UserError(f"cannot tell the axes of an image of shape {tuple(shape)}; pass axes (e.g. 'ZCYX')")
+
+
+def _open_tiff(path: Path):
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as err:
+        raise InputFileError(path, f"not a readable TIFF ({type(err).__name__}: {err})") from err
+    try:
+        if not tif.series:
+            raise InputFileError(path, "TIFF contains no image")
+        series = tif.series[0]
+        size = path.stat().st_size
+        for page in tif.pages:
+            for off, count in zip(page.dataoffsets, page.databytecounts):
+                if off + count > size:
+                    raise InputFileError(path, "TIFF is truncated: image data extend beyond the end of the file")
+        hint = series.axes
+        if series.dataoffset is not None and not any(p.compression != 1 for p in tif.pages[:1]):
+            dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
+            array = np.memmap(path, dtype=dtype, mode="r", offset=series.dataoffset, shape=series.shape)
+            tif.close()
+        else:
+            import zarr
+
+            array = zarr.open(series.aszarr(), mode="r")
+    except InputFileError:
+        tif.close()
+        raise
+    except Exception as err:
+        tif.close()
+        raise InputFileError(path, f"not a readable TIFF ({type(err).__name__}: {err})") from err
+    return array, hint
+
+
+def open_image(path, *, axes: str | None = None, in_channels: int = 1):
+    """Open an image for reading in parts.
+
+    Returns
+    -------
+    array : array_like
+        numpy memmap, zarr array or (PNG/JPEG) numpy array.
+    axes : str
+        ``axes`` if given, else inferred from the shape: (H, W) "YX"; a last
+        axis of at most 4 (RGB) "YXC"; (C, H, W) "CYX" when C equals the
+        model's ``in_channels`` > 1; otherwise a stack "ZYX" (4-D: "ZYXC"/"ZCYX").
+
+    Raises
+    ------
+    InputFileError
+        Missing, empty, corrupt or truncated file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise InputFileError(path, "no such file")
+    if suffix not in INPUT_SUFFIXES:
+        raise InputFileError(path, f"unknown image type {suffix!r} (expected one of {', '.join(INPUT_SUFFIXES)})")
+    if suffix != ".zarr" and path.stat().st_size == 0:
+        raise InputFileError(path, "file is empty")
+    hint = None
+    if suffix in (".tif", ".tiff"):
+        array, hint = _open_tiff(path)
+    elif suffix == ".zarr":
+        import zarr
+
+        try:
+            array = zarr.open_array(str(path), mode="r")
+        except Exception as err:
+            raise InputFileError(path, f"not a readable zarr array ({type(err).__name__}: {err})") from err
+    elif suffix == ".npy":
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as err:
+            raise InputFileError(path, f"not a readable npy file ({type(err).__name__}: {err})") from err
+    else:
+        from unet.io import read_image
+
+        array = read_image(path)
+    if 0 in tuple(array.shape):
+        raise InputFileError(path, f"image is empty (shape {tuple(array.shape)})")
+    if np.dtype(array.dtype).kind not in "biuf":
+        raise InputFileError(path, f"unsupported pixel type {array.dtype}")
+    try:
+        axes = parse_axes(array.shape, axes or _infer_axes(array.shape, in_channels, hint), in_channels)
+    except UserError as err:
+        raise InputFileError(path, str(err)) from err
+    return array, axes
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _output_path_kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise UserError(f"{path}: unsupported output type {suffix!r} (use {', '.join(OUTPUT_SUFFIXES)})")
+    return suffix
+
+
+@contextmanager
+def _atomic_dir(path: Path, *, overwrite: bool):
+    """Like :func:`unet.io.atomic_path` for a folder (a zarr store)."""
+    if path.exists() and not overwrite:
+        raise UserError(f"{path}: already exists (pass --overwrite / overwrite=True to replace it)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    except OSError as err:
+        raise UserError(f"{path}: cannot write here ({err.strerror or err})") from err
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tiff_tiles(strips: Iterator[np.ndarray], width: int, tile: int, dtype) -> Iterator[np.ndarray]:
+    """Cut rows arriving in strips of any height into TIFF tiles, in TIFF order (edge tiles zero-padded)."""
+    buf = np.zeros((0, width), dtype)
+
+    def emit(rows):
+        for x in range(0, width, tile):
+            t = np.zeros((tile, tile), dtype)
+            part = rows[:, x : x + tile]
+            t[: part.shape[0], : part.shape[1]] = part
+            yield t
+
+    for rows in strips:
+        buf = np.concatenate([buf, rows.astype(dtype, copy=False)]) if len(buf) else rows.astype(dtype, copy=False)
+        while len(buf) >= tile:
+            yield from emit(buf[:tile])
+            buf = buf[tile:]
+    if len(buf):
+        yield from emit(buf)
+
+
+def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, on_ready=None) -> None:
+    """Write ``planes`` (an iterator of per-plane iterators of row strips) to ``path`` atomically.
+
+    ``shape`` is the output's shape ((H, W) or (Z, H, W)); ``on_ready`` is
+    called once the target is known to be writable, before any strip is pulled.
+    """
+    suffix = _output_path_kind(path)
+    dtype = np.dtype(dtype)
+    H, W = shape[-2:]
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        from unet.io import atomic_path
+
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            if on_ready:
+                on_ready(tmp)
+            big = int(np.prod(shape)) * dtype.itemsize > 2**31  # classic TIFF offsets are 32-bit
+            tiles = (t for plane in planes for t in _tiff_tiles(plane, W, TIFF_TILE, dtype))
+            with tifffile.TiffWriter(tmp, bigtiff=big) as tw:
+                tw.write(tiles, shape=shape, dtype=dtype, tile=(TIFF_TILE, TIFF_TILE), photometric="minisblack",
+                         compression=TIFF_COMPRESSION[0], compressionargs={"level": TIFF_COMPRESSION[1]},
+                         metadata={"axes": "ZYX" if len(shape) == 3 else "YX"})
+    elif suffix == ".zarr":
+        import zarr
+
+        with _atomic_dir(path, overwrite=overwrite) as tmp:
+            if on_ready:
+                on_ready(tmp)
+            chunks = (1,) * (len(shape) - 2) + (min(H, 512), min(W, 512))
+            arr = zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+            for z, plane in enumerate(planes):
+                y = 0
+                for rows in plane:
+                    arr[(z,) * (len(shape) - 2) + (slice(y, y + len(rows)),)] = rows
+                    y += len(rows)
+    else:  # .png / .npy: assembled in memory
+        from unet.io import write_image
+
+        if path.exists() and not overwrite:
+            raise UserError(f"{path}: already exists (pass --overwrite / overwrite=True to replace it)")
+        if on_ready:
+            on_ready(None)
+        out = np.stack([np.concatenate(list(plane)) for plane in planes]).astype(dtype, copy=False)
+        write_image(path, out.reshape(shape), overwrite=overwrite)
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def _load(checkpoint_or_model, normalize):
+    from unet.data.normalize import DEFAULT_NORMALIZE
+
+    if isinstance(checkpoint_or_model, (str, os.PathLike)):
+        from unet.checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(checkpoint_or_model, with_metadata=True)
+        settings = normalize or meta.get("normalize") or DEFAULT_NORMALIZE
+    else:
+        model, settings = checkpoint_or_model, normalize or DEFAULT_NORMALIZE
+    return model, dict(settings)
+
+
+def foreground(probs: np.ndarray) -> np.ndarray:
+    """Foreground probability from class probabilities (K, ...): class 1 for two classes, else 1 - background."""
+    return probs[1] if probs.shape[0] == 2 else 1.0 - probs[0]
+
+
+def _to_dtype(p: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "uint8":
+        return np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)
+    return p.astype(dtype)
+
+
+def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = "prob", tile_size=None,
+                 tta: bool = False, overwrite: bool = False, threshold: float = 0.5, min_size: int = 0,
+                 dtype: str = "float32", batch_size: int = 1, memory_limit=None, device=None,
+                 axes: str | None = None, normalize: dict | None = None, margin: int | None = None,
+                 progress=False) -> Path:
+    """Predict an image file of any size, out of core, into a TIFF, zarr, PNG or npy file.
+
+    Parameters
+    ----------
+    checkpoint_or_model : path or torch.nn.Module
+        A checkpoint (its ``metadata["normalize"]`` settings are used) or a model
+        (then ``normalize`` or :data:`unet.data.normalize.DEFAULT_NORMALIZE`).
+    input_path : path
+        TIFF/BigTIFF (tiled, compressed or plain), zarr, npy, PNG/JPEG.  2-D
+        images, channels and stacks (predicted slice by slice; see :func:`open_image`).
+    output_path : path
+        ``.tif``/``.tiff`` or ``.zarr`` (written tile by tile) or ``.png``/``.npy``
+        (assembled in memory).  Same height/width (and planes) as the input.
+    output : {"prob", "mask", "labels"}
+        Foreground probability (``dtype``: float32, float16 or uint8 scaled to
+        0..255); binary mask (uint8, 255 where the probability >= ``threshold``);
+        instance labels (uint32 connected components of the mask, 4-connected,
+        components smaller than ``min_size`` pixels removed, consistent across
+        tiles; planes of a stack labelled separately).
+    tile_size, tta, batch_size, memory_limit, device, margin
+        As for :func:`unet.inference.predict_tiled`.
+    overwrite : bool
+        Replace an existing output (otherwise :class:`UserError`).
+    progress : bool
+        tqdm bar over tiles.
+
+    Returns
+    -------
+    Path
+        ``output_path``; nothing exists there unless it is complete.
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    if output not in OUTPUTS:
+        raise UserError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
+    if dtype not in PROB_DTYPES:
+        raise UserError(f"dtype must be one of {', '.join(PROB_DTYPES)}, got {dtype!r}")
+    _output_path_kind(output_path)
+    if output_path.exists() and not overwrite:
+        raise UserError(f"{output_path}: already exists (pass --overwrite / overwrite=True to replace it)")
+    if output_path.resolve() == input_path.resolve():
+        raise UserError(f"{output_path}: the output would replace the input")
+    model, settings = _load(checkpoint_or_model, normalize)
+    in_channels = getattr(model, "in_channels", 1)
+    array, axes = open_image(input_path, axes=axes, in_channels=in_channels)
+
+    from unet.data.normalize import intensity_range
+
+    source = ImageSource(array, axes, name=str(input_path))
+    if source.channels != in_channels:
+        raise InputFileError(input_path, f"has {source.channels} channel(s) (axes {axes}, shape "
+                                         f"{tuple(array.shape)}), the model expects {in_channels}")
+    norm_keys = {k: settings[k] for k in ("mode", "low", "high") if k in settings}
+    try:
+        source.value_range = intensity_range(array, **norm_keys)
+    except ValueError as err:
+        raise UserError(f"normalisation settings {settings}: {err}") from err
+    except Exception as err:  # decoding errors of compressed data surface on first read
+        raise InputFileError(input_path, f"cannot read image data ({type(err).__name__}: {err})") from err
+    grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
+                     batch_size=batch_size, margin=margin)
+    shape = ((source.num_planes,) if source.stack_axis else ()) + source.plane_shape
+    bar = make_progress(progress, grid.num_tiles * source.num_planes, input_path.name)
+
+    def probs(z):
+        for _, strip in predict_strips(model, source, grid, plane=z, batch_size=batch_size, tta=tta,
+                                       device=device, progress=bar):
+            yield foreground(strip)
+
+    def planes_prob():
+        for z in range(source.num_planes):
+            yield (_to_dtype(p, dtype) for p in probs(z))
+
+    def planes_mask():
+        for z in range(source.num_planes):
+            yield ((p >= threshold).astype(np.uint8) * MASK_VALUE for p in probs(z))
+
+    try:
+        with eval_mode(model):
+            if output == "prob":
+                _write_stream(output_path, planes_prob(), shape, dtype, overwrite=overwrite)
+            elif output == "mask":
+                _write_stream(output_path, planes_mask(), shape, np.uint8, overwrite=overwrite)
+            else:
+                _write_labels(output_path, probs, source.num_planes, shape, threshold=threshold,
+                              min_size=min_size, overwrite=overwrite)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except (OSError, ValueError, RuntimeError) as err:
+        raise InputFileError(input_path, f"prediction failed ({type(err).__name__}: {err})") from err
+    finally:
+        if bar is not None:
+            bar.close()
+    return output_path
+
+
+def _write_labels(path: Path, probs, num_planes: int, shape, *, threshold: float, min_size: int, overwrite: bool):
+    """Two passes per plane: provisional labels of each strip saved to a temporary folder, then relabelled."""
+
+    def planes(tmpdir: Path):
+        for z in range(num_planes):
+            labeller, files = StripLabeller(), []
+            for i, p in enumerate(probs(z)):
+                f = tmpdir / f"z{z}_s{i}.npy"
+                np.save(f, labeller.add(p >= threshold))
+                files.append(f)
+            lut = labeller.lookup(min_size=min_size)
+
+            def strips(files=files, lut=lut):
+                for f in files:
+                    lab = np.load(f)
+                    f.unlink()
+                    yield lut[lab]
+
+            yield strips()
+
+    with tempfile.TemporaryDirectory(prefix=".unet-labels-", dir=_temp_parent(path)) as tmp:
+        _write_stream(path, planes(Path(tmp)), shape, np.uint32, overwrite=overwrite)
+
+
+def _temp_parent(path: Path) -> str | None:
+    parent = path.parent if str(path.parent) else Path(".")
+    return str(parent) if parent.is_dir() and os.access(parent, os.W_OK) else None

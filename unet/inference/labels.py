@@ -1,0 +1,101 @@
+"""Instance labels (connected components) computed strip by strip, consistent across strip borders.
+
+A whole-slide mask does not fit in memory, so components are labelled in each
+strip of rows, the labels of touching pixels on the two sides of each strip
+border are recorded as equivalences, and a second pass maps every provisional
+label to its component.  Components are numbered in raster order of their
+first pixel and small ones removed, exactly as
+``scipy.ndimage.label`` on the whole mask followed by removing components
+smaller than ``min_size`` and renumbering would do (4-connectivity, the
+default of ``scipy.ndimage.label``).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import numpy as np
+
+#: 4-connectivity (pixels sharing an edge), as ``scipy.ndimage.label`` by default
+STRUCTURE = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
+
+
+def label_instances(mask: np.ndarray, *, min_size: int = 0) -> np.ndarray:
+    """In-memory reference: 4-connected components of ``mask`` (2-D), smaller than ``min_size`` removed.
+
+    Labels are uint32, 1..n in raster order of each component's first pixel.
+    """
+    from scipy import ndimage
+
+    lab, n = ndimage.label(np.asarray(mask, bool), structure=STRUCTURE)
+    if min_size > 1 and n:
+        sizes = np.bincount(lab.ravel())
+        keep = sizes >= min_size
+        keep[0] = False
+        lut = np.zeros(n + 1, np.uint32)
+        lut[keep] = np.arange(1, keep.sum() + 1, dtype=np.uint32)
+        lab = lut[lab]
+    return lab.astype(np.uint32, copy=False)
+
+
+class StripLabeller:
+    """Label the strips of one plane as they arrive; then :meth:`relabel` them consistently.
+
+    Provisional labels of each strip are kept by a ``store`` callable (for
+    example written to a temporary file) and read back in order, so memory
+    holds one strip and one entry per provisional label.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.sizes = [np.zeros(1, np.int64)]
+        self.edges: list[np.ndarray] = []
+        self._last_row: np.ndarray | None = None
+
+    def add(self, mask_strip: np.ndarray) -> np.ndarray:
+        """Provisional labels (uint64) of the next strip of rows of the plane."""
+        from scipy import ndimage
+
+        lab, n = ndimage.label(np.asarray(mask_strip, bool), structure=STRUCTURE)
+        lab = lab.astype(np.uint64)
+        if n:
+            lab[lab > 0] += self.count
+            self.sizes.append(np.bincount(lab.ravel(), minlength=self.count + n + 1)[self.count + 1 :].astype(np.int64))
+        if self._last_row is not None and lab.shape[0]:
+            a, b = self._last_row, lab[0]
+            touch = (a > 0) & (b > 0)  # 4-connectivity across the border: same column
+            if touch.any():
+                self.edges.append(np.unique(np.stack([a[touch], b[touch]], 1), axis=0))
+        if lab.shape[0]:
+            self._last_row = lab[-1].copy()
+        self.count += n
+        return lab
+
+    def lookup(self, *, min_size: int = 0) -> np.ndarray:
+        """Table mapping each provisional label to its final label (0: background or too small)."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        n = self.count + 1
+        sizes = np.concatenate(self.sizes)
+        edges = np.concatenate(self.edges) if self.edges else np.zeros((0, 2), np.uint64)
+        graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0].astype(np.int64), edges[:, 1].astype(np.int64))),
+                           shape=(n, n))
+        ncomp, comp = connected_components(graph, directed=False)
+        first = np.full(ncomp, np.iinfo(np.int64).max)
+        np.minimum.at(first, comp[1:], np.arange(1, n))  # smallest provisional label = first pixel in raster order
+        comp_size = np.bincount(comp[1:], weights=sizes[1:], minlength=ncomp)
+        keep = (comp_size >= max(min_size, 1)) & (first < np.iinfo(np.int64).max)
+        keep[comp[0]] = False
+        order = np.argsort(np.where(keep, first, np.iinfo(np.int64).max), kind="stable")
+        final = np.zeros(ncomp, np.uint32)
+        final[order[: keep.sum()]] = np.arange(1, keep.sum() + 1, dtype=np.uint32)
+        lut = final[comp]
+        lut[0] = 0
+        return lut
+
+
+def relabel(strips: Iterable[np.ndarray], lut: np.ndarray) -> Iterator[np.ndarray]:
+    """Apply the table from :meth:`StripLabeller.lookup` to the provisional strips."""
+    for lab in strips:
+        yield lut[lab]
