@@ -1,0 +1,51 @@
+"""Fixtures of the reproduction tests: a tiny ISBI 2012 folder dataset and a tiny experiment file."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.io
+
+REPO = Path(__file__).resolve().parents[2]
+CROP = (slice(150, 246), slice(180, 276))  # 96 x 96 px of each slice
+
+
+@pytest.fixture(scope="session")
+def tiny_isbi_stack(tmp_path_factory, shared_data) -> Path:
+    """Six real 96x96 ISBI 2012 crops (slices 0-5) as a folder dataset: images/sN.png, masks/sN.png."""
+    root = tmp_path_factory.mktemp("tiny_isbi_stack")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for i in range(6):
+        img = skimage.io.imread(shared_data / "isbi2012/train/images" / f"{i}.png")
+        lab = skimage.io.imread(shared_data / "isbi2012/train/labels" / f"{i}.png")
+        skimage.io.imsave(root / "images" / f"s{i}.png", np.ascontiguousarray(img[CROP]), check_contrast=False)
+        skimage.io.imsave(root / "masks" / f"s{i}.png", np.ascontiguousarray(lab[CROP]), check_contrast=False)
+    return root
+
+
+TINY = {  # a few seconds per training on 2 cores
+    "data.dataset": "folder", "model.unet.base_channels": 4, "model.unet.depth": 2,
+    "model.fcn.base_channels": 4, "model.fcn.fc_channels": 8, "train.tile_size": 60, "train.steps": 4,
+    "train.num_workers": 0, "train.threads": 2, "train.checkpoint_every": 2, "train.log_every": 1,
+    "optim.name": "adam", "optim.lr": 0.01, "augment.elastic": False,
+}
+
+
+def write_tiny_experiment(path: Path, data_root: Path, **extra) -> Path:
+    """configs/reproduce/isbi2012.yaml's protocol (3 contiguous folds, both models, paper numbers,
+    targets) over the tiny dataset, with a tiny profile."""
+    import yaml
+
+    real = yaml.safe_load((REPO / "configs/reproduce/isbi2012.yaml").read_text())
+    real["base"] = str(REPO / "configs/isbi2012.yaml")
+    real["profiles"] = {"cpu": {"description": "tiny test profile",
+                                "set": {**TINY, "data.root": str(data_root), **extra}}}
+    path.write_text(yaml.safe_dump(real, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_tiny_experiment():
+    """:func:`write_tiny_experiment`, as a fixture (test modules need not import conftest)."""
+    return write_tiny_experiment

@@ -1,0 +1,186 @@
+"""Experiment definitions: ``configs/reproduce/NAME.yaml``.
+
+An experiment file reads as the whole protocol of one table of the paper::
+
+    name: isbi2012
+    title: ...
+    base: ../isbi2012.yaml            # training config (relative to this file)
+    folds: {contiguous: 3}            # or a list of {name, train, test}
+    evaluation: {kind: isbi, tta: [false, true]}
+    runs:                             # model variants, each trained on every fold
+      - {name: unet, label: "U-Net", set: {model.name: unet}}
+      - {name: fcn8s, label: "FCN-8s", set: {model.name: fcn8s}}
+    profiles:                         # compute budgets: overrides for all runs, and per run
+      cpu: {description: ..., set: {...}, runs: {fcn8s: {...}}}
+      paper: {description: ..., set: {...}}
+    paper:                            # the paper's numbers, shown beside ours
+      - {name: "u-net (paper, test set)", warping_error: 0.000353, ...}
+    targets:                          # what this reproduction must reach
+      - {run: unet, metric: pixel_error, op: "<=", value: 0.07}
+      - {run: unet, metric: seg, op: ">=", value: 0.75, per_fold: true}
+    compare:                          # run A must beat run B on every metric
+      - {better: unet, worse: fcn8s}
+
+Overrides are applied in this order: base config, ``profiles.P.set``,
+``profiles.P.runs.RUN``, the run's own ``set``, the user's ``--set``; the
+fold's data selection comes last and may not be overridden
+(:func:`unet.reproduce.folds.check_no_leak`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from unet.errors import UserError
+
+#: ``configs/reproduce/`` at the repository root
+EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
+
+#: metrics of each evaluation kind, and whether lower is better
+METRICS = {
+    "isbi": ("warping_error", "rand_error", "pixel_error"),  # paper Table 1 column order
+    "seg": ("seg",),  # paper Table 2 ("IOU" there; the challenge's SEG measure)
+}
+LOWER_IS_BETTER = {"warping_error": True, "rand_error": True, "pixel_error": True, "seg": False}
+OPS = ("<=", ">=", "<", ">")
+PROFILES = ("cpu", "paper")
+
+
+class ExperimentError(UserError):
+    """An invalid experiment file."""
+
+
+@dataclass
+class Run:
+    """One model variant, trained on every fold."""
+
+    name: str
+    label: str
+    set: dict = field(default_factory=dict)
+
+
+@dataclass
+class Experiment:
+    name: str
+    title: str
+    path: Path
+    base: Path
+    folds: object  # {"contiguous": k} or a list of {"name", "train", "test"}
+    evaluation: dict
+    runs: list
+    profiles: dict
+    paper: list = field(default_factory=list)
+    targets: list = field(default_factory=list)
+    compare: list = field(default_factory=list)
+    notes: str = ""
+
+    @property
+    def metrics(self) -> tuple:
+        return METRICS[self.evaluation["kind"]]
+
+    @property
+    def variants(self) -> list:
+        """Evaluation variants: ``"plain"`` and/or ``"tta"`` (test-time augmentation)."""
+        return ["tta" if t else "plain" for t in self.evaluation.get("tta", [False])]
+
+    def run(self, name: str) -> Run:
+        for r in self.runs:
+            if r.name == name:
+                return r
+        raise ExperimentError(f"{self.path}: no run named {name!r} (runs: {', '.join(r.name for r in self.runs)})")
+
+    def overrides(self, run: Run, profile: str) -> dict:
+        """Flat ``{dotted.key: value}`` for ``run`` under ``profile`` (before the user's ``--set``)."""
+        if profile not in self.profiles:
+            raise UserError(f"{self.path}: no profile {profile!r} (profiles: {', '.join(self.profiles)})")
+        p = self.profiles[profile] or {}
+        out = dict(p.get("set") or {})
+        out.update((p.get("runs") or {}).get(run.name) or {})
+        out.update(run.set)
+        return out
+
+
+def list_experiments(folder=EXPERIMENT_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(folder).glob("*.yaml"))
+
+
+def find_experiment(name_or_path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ExperimentError(f"{p}: experiment file not found")
+        return p
+    candidate = EXPERIMENT_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise ExperimentError(f"unknown experiment {name_or_path!r} (known: {', '.join(list_experiments())}; "
+                              "or pass a YAML file)")
+    return candidate
+
+
+def load_experiment(name_or_path) -> Experiment:
+    """Read and validate an experiment: a name in ``configs/reproduce/`` or a YAML path."""
+    path = find_experiment(name_or_path)
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ExperimentError(f"{path}: invalid YAML ({err})") from err
+    known = {"name", "title", "base", "folds", "evaluation", "runs", "profiles", "paper", "targets", "compare",
+             "notes"}
+    unknown = set(d) - known
+    if unknown:
+        raise ExperimentError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} (valid: {', '.join(sorted(known))})")
+    for key in ("base", "folds", "evaluation", "runs", "profiles"):
+        if key not in d:
+            raise ExperimentError(f"{path}: missing key {key!r}")
+    base = Path(d["base"])
+    if not base.is_absolute():
+        base = (path.parent / base).resolve()
+    if not base.is_file():
+        raise ExperimentError(f"{path}: base config {base} not found")
+    ev = dict(d["evaluation"])
+    if ev.get("kind") not in METRICS:
+        raise ExperimentError(f"{path}: evaluation.kind must be one of {', '.join(METRICS)}, got {ev.get('kind')!r}")
+    tta = ev.setdefault("tta", [False])
+    if not isinstance(tta, list) or not tta or not all(isinstance(t, bool) for t in tta):
+        raise ExperimentError(f"{path}: evaluation.tta must be a list of booleans, e.g. [false, true]")
+    runs = []
+    for r in d["runs"] or []:
+        if not isinstance(r, dict) or "name" not in r:
+            raise ExperimentError(f"{path}: each run needs a name, got {r!r}")
+        runs.append(Run(name=str(r["name"]), label=str(r.get("label", r["name"])), set=dict(r.get("set") or {})))
+    if not runs or len({r.name for r in runs}) != len(runs):
+        raise ExperimentError(f"{path}: runs must be a non-empty list with distinct names")
+    folds = d["folds"]
+    if isinstance(folds, dict):
+        k = folds.get("contiguous")
+        if set(folds) != {"contiguous"} or not isinstance(k, int) or k < 2:
+            raise ExperimentError(f"{path}: folds must be {{contiguous: K}} (K >= 2) or a list of {{name, train, test}}")
+    elif isinstance(folds, list) and folds:
+        for f in folds:
+            if not isinstance(f, dict) or set(f) != {"name", "train", "test"}:
+                raise ExperimentError(f"{path}: each fold needs exactly name, train and test, got {f!r}")
+    else:
+        raise ExperimentError(f"{path}: folds must be {{contiguous: K}} or a non-empty list")
+    exp = Experiment(name=str(d.get("name", path.stem)), title=str(d.get("title", path.stem)), path=path, base=base,
+                     folds=folds, evaluation=ev, runs=runs, profiles=dict(d["profiles"]), paper=list(d.get("paper") or []),
+                     targets=list(d.get("targets") or []), compare=list(d.get("compare") or []),
+                     notes=str(d.get("notes") or ""))
+    names = {r.name for r in runs}
+    for t in exp.targets:
+        if t.get("run") not in names or t.get("metric") not in exp.metrics or t.get("op") not in OPS \
+                or not isinstance(t.get("value"), (int, float)):
+            raise ExperimentError(f"{path}: bad target {t!r} (needs run in {sorted(names)}, metric in "
+                                  f"{list(exp.metrics)}, op in {list(OPS)}, numeric value)")
+    for c in exp.compare:
+        if c.get("better") not in names or c.get("worse") not in names:
+            raise ExperimentError(f"{path}: bad comparison {c!r} (better/worse must name runs)")
+    for name, prof in exp.profiles.items():
+        if prof is not None and not isinstance(prof, dict):
+            raise ExperimentError(f"{path}: profiles.{name} must be a mapping")
+        for rn in ((prof or {}).get("runs") or {}):
+            if rn not in names:
+                raise ExperimentError(f"{path}: profiles.{name}.runs.{rn}: no such run")
+    return exp

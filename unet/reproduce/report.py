@@ -1,0 +1,230 @@
+"""Report of a reproduction: summary statistics, targets, Markdown + JSON.
+
+``report.json`` holds everything (per fold numbers, configs, timings,
+environment); ``report.md`` renders it for people: our mean ± std over folds
+beside the paper's numbers, each target met or missed with its margin, and how
+the numbers were made (command, git commit, machine, wall time, seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from unet.errors import UserError
+from unet.reproduce.experiment import LOWER_IS_BETTER
+
+REPO = Path(__file__).resolve().parents[2]
+METRIC_TITLES = {"warping_error": "warping error", "rand_error": "Rand error", "pixel_error": "pixel error",
+                 "seg": "SEG"}
+PROTOCOL = (
+    "Held-out images never influence training: inside a fold the trainer has no validation set "
+    "(`data.val: none`), so no checkpoint, step count or threshold is chosen on them; each run is "
+    "trained for a fixed number of steps and the held-out fold is predicted once, at the end, from the "
+    "final checkpoint (`last.pt`). The ISBI errors are minimised over thresholds inside the metric, as "
+    "the challenge's own script does. Targets were fixed before any run and were not tuned on test folds."
+)
+
+
+# ------------------------------------------------------------------------- statistics
+def summarize(values) -> dict:
+    """``{"mean", "std", "min", "max", "n", "values"}``; ``std`` is the sample std (ddof=1), 0 for one fold."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("no values to summarize")
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "n": int(v.size), "values": [float(x) for x in v]}
+
+
+def _cmp(x: float, op: str, y: float) -> bool:
+    return {"<=": x <= y, ">=": x >= y, "<": x < y, ">": x > y}[op]
+
+
+def check_targets(targets, summaries, variants) -> list[dict]:
+    """Evaluate each target on our numbers.
+
+    Parameters
+    ----------
+    targets : list of dict
+        ``{run, metric, op, value}`` and optionally ``per_fold: true`` (every
+        fold must meet it; judged on the worst fold) and ``variant`` (default:
+        every evaluation variant).
+    summaries : dict
+        ``{run: {variant: {metric: summarize(...)}}}``.
+
+    Returns
+    -------
+    list of dict
+        One entry per target and variant: ``ours`` (the mean, or the worst fold),
+        ``met``, ``margin`` (how far inside the target, >= 0, or by how much it
+        is missed, > 0 in ``missed_by``) and a sentence ``statement``.
+    """
+    out = []
+    for t in targets:
+        for variant in ([t["variant"]] if t.get("variant") else variants):
+            s = summaries.get(t["run"], {}).get(variant, {}).get(t["metric"])
+            if s is None:
+                continue
+            per_fold = bool(t.get("per_fold"))
+            lower = t["op"] in ("<=", "<")
+            ours = (max(s["values"]) if lower else min(s["values"])) if per_fold else s["mean"]
+            met = _cmp(ours, t["op"], t["value"])
+            gap = abs(ours - t["value"])
+            what = f"{t['run']} {METRIC_TITLES.get(t['metric'], t['metric'])} ({variant})"
+            agg = "worst fold" if per_fold else f"mean of {s['n']} folds"
+            if met:
+                statement = f"met: {what} {agg} {ours:.6g} {t['op']} {t['value']:g} (margin {gap:.3g})"
+            else:
+                statement = f"MISSED: {what} {agg} {ours:.6g} is not {t['op']} {t['value']:g} (missed by {gap:.3g})"
+            out.append({"run": t["run"], "metric": t["metric"], "variant": variant, "op": t["op"],
+                        "target": float(t["value"]), "per_fold": per_fold, "ours": float(ours), "met": bool(met),
+                        "margin": float(gap) if met else 0.0, "missed_by": 0.0 if met else float(gap),
+                        "statement": statement})
+    return out
+
+
+def check_comparisons(compare, summaries, metrics, variants) -> list[dict]:
+    """``{better: A, worse: B}``: A's fold mean beats B's on every metric and variant."""
+    out = []
+    for c in compare:
+        a, b = c["better"], c["worse"]
+        for variant in variants:
+            for m in metrics:
+                sa = summaries.get(a, {}).get(variant, {}).get(m)
+                sb = summaries.get(b, {}).get(variant, {}).get(m)
+                if sa is None or sb is None:
+                    continue
+                lower = LOWER_IS_BETTER[m]
+                met = sa["mean"] < sb["mean"] if lower else sa["mean"] > sb["mean"]
+                word = "lower" if lower else "higher"
+                statement = (f"{'met' if met else 'MISSED'}: {a} {METRIC_TITLES[m]} ({variant}) {sa['mean']:.6g} "
+                             f"vs {b} {sb['mean']:.6g} ({word} is better; difference {abs(sa['mean'] - sb['mean']):.3g})")
+                out.append({"better": a, "worse": b, "metric": m, "variant": variant, "ours_better": sa["mean"],
+                            "ours_worse": sb["mean"], "met": bool(met), "statement": statement})
+    return out
+
+
+# ------------------------------------------------------------------------ environment
+def git_commit(repo=REPO) -> dict:
+    """``{"commit": HEAD or "unknown", "dirty": bool or None}`` of the repository holding this code."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return {"commit": "unknown", "dirty": None}
+        diff = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "unet", "configs"], cwd=repo,
+                              capture_output=True, timeout=30)
+        return {"commit": head.stdout.strip(), "dirty": diff.returncode == 1}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def machine_info(device: str = "cpu") -> dict:
+    import torch
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "device": str(device), "torch_threads": torch.get_num_threads()}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+# ---------------------------------------------------------------------------- render
+def _fmt(x: float, metric: str) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.6f}" if metric == "warping_error" else f"{x:.4f}"
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def render_markdown(report: dict) -> str:
+    """The human-readable report of ``report`` (the dict written to ``report.json``)."""
+    metrics = report["metrics"]
+    lines = [f"# {report['title']}", ""]
+    lines += [f"Experiment `{report['experiment']}`, profile `{report['profile']}`: {report['profile_description']}", ""]
+    if report.get("partial"):
+        lines += [f"**Partial run**: {report['partial']}", ""]
+    lines += ["## Results", ""]
+    head = "| | TTA | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " | per fold |"
+    lines += [head, "|" + "---|" * (len(metrics) + 3)]
+    for run in report["runs"]:
+        for variant, ms in run["summary"].items():
+            cells = [f"{_fmt(ms[m]['mean'], m)} ± {_fmt(ms[m]['std'], m)}" for m in metrics]
+            per_fold = "; ".join(
+                f"{fold}: " + ", ".join(_fmt(run["folds"][fold]["metrics"][variant][m], m) for m in metrics)
+                for fold in run["folds"])
+            lines.append(f"| **{run['label']}** (ours, {run['name']}) | {'yes' if variant == 'tta' else 'no'} | "
+                         + " | ".join(cells) + f" | {per_fold} |")
+    for row in report["paper"]:
+        cells = [_fmt(row[m], m) if isinstance(row.get(m), (int, float)) else "-" for m in metrics]
+        lines.append(f"| {row['name']} | {row.get('tta', '-')} | " + " | ".join(cells) + f" | {row.get('note', '')} |")
+    lines += ["", f"Ours: mean ± sample standard deviation over {report['n_folds']} fold(s) "
+                  f"({', '.join(f['name'] for f in report['folds'])}). "
+                  + ("Lower is better for every error. " if report["kind"] == "isbi" else "Higher SEG is better. ")
+                  + "The paper's numbers are on the challenge's own test set and are shown for scale, not as a "
+                    "like-for-like comparison.", ""]
+    if report["targets"] or report["comparisons"]:
+        lines += ["## Targets", ""]
+        for t in report["targets"] + report["comparisons"]:
+            lines.append(f"- {t['statement']}")
+        n_missed = sum(not t["met"] for t in report["targets"] + report["comparisons"])
+        lines += ["", f"{n_missed} of {len(report['targets']) + len(report['comparisons'])} target checks missed."
+                  if n_missed else "Every target is met.", ""]
+    lines += ["## Protocol", "", report["protocol"], ""]
+    for f in report["folds"]:
+        lines.append(f"- **{f['name']}**: {f['description']}")
+    lines += [""]
+    if report.get("notes"):
+        lines += [report["notes"].strip(), ""]
+    lines += ["## How these numbers were made", "", "```", report["command"], "```", ""]
+    g = report["git"]
+    lines.append(f"- git commit: `{g['commit']}`" + (" (with uncommitted changes in unet/ or configs/)" if g.get("dirty") else ""))
+    m = report["machine"]
+    lines.append(f"- machine: {m['platform']}, {m['cpu_count']} CPU(s), torch {m['torch']}, device {m['device']}"
+                 + (f" ({m['gpu']})" if m.get("gpu") else ""))
+    lines.append(f"- started {report['started']}, finished {report['finished']}, wall time {_hms(report['wall_seconds'])}")
+    lines += ["", "| run | model | steps | seed | wall time (train + predict) | checkpoints |", "|---|---|---|---|---|---|"]
+    for run in report["runs"]:
+        cks = ", ".join(f"[{Path(f['checkpoint']).name}]({f['checkpoint']})" if f.get("checkpoint") else
+                        f"({f.get('checkpoint_note', 'not copied')})" for f in run["folds"].values())
+        seeds = sorted({f["seed"] for f in run["folds"].values()})
+        lines.append(f"| {run['name']} | {run['model']} | {run['steps']} | {', '.join(map(str, seeds))} | "
+                     f"{_hms(run['wall_seconds'])} | {cks} |")
+    lines += ["", "Overrides of each run on top of the base config "
+                  f"`{report['base_config']}` (full resolved configs in report.json):", ""]
+    for run in report["runs"]:
+        ov = ", ".join(f"{k}={v}" for k, v in run["overrides"].items()) or "(none)"
+        lines.append(f"- {run['name']}: {ov}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(out_dir, report: dict, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` to ``out_dir`` atomically.
+
+    Both files are checked before either is written: an existing report is
+    only replaced with ``overwrite=True`` (:class:`UserError` otherwise).
+    """
+    from unet.io import write_text_atomic
+
+    out = Path(out_dir)
+    js, md = out / "report.json", out / "report.md"
+    if not overwrite:
+        for p in (js, md):
+            if p.exists():
+                raise UserError(f"{p}: already exists (pass --overwrite to replace the report)")
+    text_md = render_markdown(report)
+    text_js = json.dumps(report, indent=2, sort_keys=False) + "\n"
+    write_text_atomic(js, text_js, overwrite=overwrite)
+    write_text_atomic(md, text_md, overwrite=overwrite)
+    return js, md

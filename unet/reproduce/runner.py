@@ -1,0 +1,317 @@
+"""Run an experiment: every run on every fold (resumable), then the report.
+
+Layout::
+
+    runs/reproduce/NAME/RUN/FOLD/      trainer run folder (config.yaml, last.pt, log.csv, ...)
+        predictions/{plain,tta}/*.tif  held-out probabilities the metrics were computed from
+        result.json                    the fold's metrics and timings (marks the fold finished)
+    results/NAME/report.md, report.json
+    results/NAME/checkpoints/RUN-FOLD.pt   final weights (no optimiser state), for `unet predict`
+
+``runs/`` is git-ignored; ``results/`` is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from unet.errors import UserError
+from unet.reproduce.experiment import Experiment, load_experiment
+from unet.reproduce.folds import Fold, check_no_leak, resolve_folds, select_folds
+from unet.reproduce.report import PROTOCOL, check_comparisons, check_targets, git_commit, machine_info, summarize, write_report
+
+#: largest checkpoint copied into results/ (issue 7: each <= 10 MB)
+MAX_CHECKPOINT_BYTES = 10 * 1000 * 1000
+#: config keys that do not change what is trained (where and how fast only)
+_RUNTIME_KEYS = ("base_dir", "train.device", "train.threads", "train.num_workers", "eval.overlays")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "normalize":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_key(cfg_dict: dict) -> str:
+    """A hash of what a config trains (ignoring device, threads, workers, paths of the config file)."""
+    flat = {k: v for k, v in _flatten(cfg_dict).items() if k not in _RUNTIME_KEYS}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_config(exp: Experiment, run, *, profile: str, overrides=(), fold: Fold | None = None):
+    """The training config of ``run`` (and ``fold``): base -> profile -> run -> ``--set`` -> fold data."""
+    from unet.training.config import load_config, parse_overrides
+
+    for key, _ in parse_overrides(list(overrides)):
+        if key in ("data.train", "data.val"):
+            raise UserError(f"--set {key}: the experiment's folds decide which images train and test; "
+                            "change `folds:` in the experiment file instead")
+    extra = dict(exp.overrides(run, profile))
+    extra["experiment"] = f"{exp.name}/{run.name}" + (f"/{fold.name}" if fold else "")
+    if fold is not None:
+        # only the fold's training part; no validation set at all (nothing held out may select anything)
+        extra["data.train"] = list(fold.train)
+        extra["data.val"] = "none"
+    cfg = load_config(exp.base, extra=extra, overrides=list(overrides))
+    if fold is not None:
+        check_no_leak(fold.train, fold.test, val=cfg.data.val)
+    return cfg
+
+
+def _pairs(cfg):
+    from unet.data import dataset_pairs
+    from unet.training.config import resolve_path
+
+    root = resolve_path(cfg, cfg.data.root)
+    if not root.exists():
+        raise UserError(f"{root}: data folder not found (data.root={cfg.data.root!r}; "
+                        f"see `unet data fetch {cfg.data.dataset} --dest DIR`)")
+    kw = {}
+    if cfg.data.dataset == "folder":
+        kw = {"images_dir": root / cfg.data.images, "masks_dir": root / cfg.data.masks}
+    return dataset_pairs(cfg.data.dataset, root, **kw)
+
+
+def _check_selection(cfg, pairs, fold: Fold):
+    """The trainer will see exactly the fold's training images (its name patterns could match more)."""
+    from unet.training.trainer import select_pairs
+
+    chosen = [p.name for p in select_pairs(pairs, cfg.data.train, what="train")]
+    if sorted(chosen) != sorted(fold.train):
+        raise UserError(f"fold {fold.name}: image names select {len(chosen)} training images instead of "
+                        f"{len(fold.train)} (names containing fnmatch wildcards?)")
+    check_no_leak(chosen, fold.test, val=cfg.data.val)
+
+
+def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=False, overwrite=False,
+             quiet=False) -> dict:
+    """Train ``cfg`` on the fold (or resume / reuse it), predict the held-out images, score them."""
+    from unet.checkpoint import read_checkpoint
+    from unet.io import write_text_atomic
+    from unet.reproduce.evaluate import evaluate_fold
+    from unet.training.trainer import Trainer, pick_device
+
+    fold_dir = Path(fold_dir)
+    result_path = fold_dir / "result.json"
+    last = fold_dir / "last.pt"
+    key = config_key(cfg.to_dict())
+    hint = "pass --resume to keep finished work and continue, or --overwrite to start over"
+    if overwrite and fold_dir.exists():
+        shutil.rmtree(fold_dir)
+    if result_path.exists():
+        if not resume:
+            raise UserError(f"{fold_dir}: holds a finished run; {hint}")
+        res = json.loads(result_path.read_text())
+        if res.get("config_key") != key:
+            raise UserError(f"{fold_dir}: was trained with another config; pass --overwrite to retrain it")
+        res["reused"] = True
+        return res
+    t0 = time.perf_counter()
+    resumed = False
+    if last.exists():
+        if not resume:
+            raise UserError(f"{fold_dir}: holds an unfinished run; {hint}")
+        payload = read_checkpoint(last)
+        if config_key(payload["metadata"]["config"]) != key:
+            raise UserError(f"{last}: was trained with another config; pass --overwrite to retrain it")
+        if int(payload["step"]) < cfg.train.steps:
+            Trainer(cfg, fold_dir, resume=True, quiet=quiet).fit()
+            resumed = True
+    else:
+        Trainer(cfg, fold_dir, quiet=quiet).fit()
+    t1 = time.perf_counter()
+    step = int(read_checkpoint(last)["step"])
+    if step != cfg.train.steps:
+        raise UserError(f"{last}: stopped at step {step} of {cfg.train.steps}")
+    metrics = evaluate_fold(last, test_pairs, fold_dir, kind=exp.evaluation["kind"], variants=exp.variants,
+                            tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device),
+                            min_size=cfg.eval.min_size)
+    t2 = time.perf_counter()
+    res = {"fold": fold.name, "train": list(fold.train), "test": list(fold.test), "metrics": metrics,
+           "steps": step, "seed": cfg.seed, "config_key": key, "resumed": resumed,
+           "train_seconds": round(t1 - t0, 1), "eval_seconds": round(t2 - t1, 1),
+           "checkpoint_path": str(last), "predictions": str(fold_dir / "predictions"), "finished": _now()}
+    write_text_atomic(result_path, json.dumps(res, indent=2) + "\n", overwrite=True)
+    return res
+
+
+def copy_checkpoint(src, dst, *, note: dict, limit: int = MAX_CHECKPOINT_BYTES) -> str | None:
+    """Copy a trainer checkpoint's weights (no optimiser state) to ``dst``; None if over ``limit`` bytes."""
+    import torch
+
+    from unet.checkpoint import read_checkpoint
+    from unet.io import atomic_path
+
+    payload = read_checkpoint(src)
+    slim = {k: payload[k] for k in ("format", "version", "model", "model_kwargs", "state_dict", "metadata")}
+    slim["metadata"] = dict(slim["metadata"], reproduce=note)
+    size = sum(t.numel() * t.element_size() for t in slim["state_dict"].values())
+    if size > limit:
+        return None
+    with atomic_path(dst, overwrite=True) as tmp:
+        torch.save(slim, tmp)
+    if Path(dst).stat().st_size > limit:
+        Path(dst).unlink()
+        return None
+    return str(dst)
+
+
+def _model_text(cfg) -> str:
+    if cfg.model.name == "unet":
+        u = cfg.model.unet
+        return f"U-Net width {u.base_channels}, depth {u.depth}, {u.padding}"
+    f = cfg.model.fcn
+    return f"{cfg.model.name.upper()} width {f.base_channels}, fc {f.fc_channels}"
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def default_out(exp: Experiment, profile: str) -> Path:
+    return Path("results") / (exp.name if profile == "cpu" else f"{exp.name}-{profile}")
+
+
+def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None, overrides=(), folds=None,
+                   runs=None, overwrite: bool = False, resume: bool = False, quiet: bool = False,
+                   command: str | None = None) -> dict:
+    """Train, predict, evaluate every run on every fold of ``experiment``; write the report.
+
+    Parameters
+    ----------
+    experiment : str, Path or Experiment
+        A name in ``configs/reproduce/`` or a YAML path.
+    profile : {"cpu", "paper"}
+        Compute budget (``profiles:`` in the experiment file).
+    out : path, optional
+        Report folder (default ``results/NAME``, ``results/NAME-paper`` for the paper profile).
+    runs_dir : path, optional
+        Training folders (default ``runs/reproduce/<out's name>``; large, not committed).
+    overrides : list of str
+        ``--set key=value`` for every run (not ``data.train`` / ``data.val``).
+    folds, runs : str or list, optional
+        Subsets (``--folds 1,2``; ``--runs unet``); the report then says it is partial.
+    overwrite : bool
+        Retrain everything and replace the report.
+    resume : bool
+        Reuse finished folds, continue interrupted ones from ``last.pt``, replace the report.
+
+    Returns
+    -------
+    dict
+        The report (also written to ``out/report.json`` and ``out/report.md``).
+    """
+    if overwrite and resume:
+        raise UserError("--resume and --overwrite exclude each other")
+    exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
+    if profile not in exp.profiles:
+        raise UserError(f"--profile {profile}: {exp.path} defines {', '.join(exp.profiles)}")
+    out = Path(out) if out is not None else default_out(exp, profile)
+    runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "reproduce" / out.name
+    for name in ("report.json", "report.md"):
+        if (out / name).exists() and not (overwrite or resume):
+            raise UserError(f"{out / name}: already exists; pass --overwrite to redo the experiment, "
+                            "--resume to finish it and rewrite the report, or --out elsewhere")
+    command = command or shlex.join(["python"] + sys.argv)
+    chosen_runs = exp.runs if not runs else [exp.run(r.strip()) for r in
+                                              (runs.split(",") if isinstance(runs, str) else runs)]
+    started, t_start = _now(), time.perf_counter()
+
+    # the folds come from the data the runs train on; every run must see the same images
+    base_cfgs = {r.name: build_config(exp, r, profile=profile, overrides=overrides) for r in chosen_runs}
+    data_keys = {(c.data.dataset, str(c.data.root), c.base_dir) for c in base_cfgs.values()}
+    if len(data_keys) != 1:
+        raise UserError(f"{exp.path}: the runs use different data; a table compares models on the same folds")
+    pairs = _pairs(next(iter(base_cfgs.values())))
+    all_folds = resolve_folds(exp.folds, pairs)
+    fold_list = select_folds(all_folds, folds)
+    by_name = {p.name: p for p in pairs}
+
+    run_reports = []
+    for run in chosen_runs:
+        fold_results = {}
+        cfg = None
+        for fold in fold_list:
+            cfg = build_config(exp, run, profile=profile, overrides=overrides, fold=fold)
+            _check_selection(cfg, pairs, fold)
+            if not quiet:
+                print(f"[{exp.name}] {run.name} / {fold.name}: {fold.description}", flush=True)
+            res = run_fold(exp, cfg, fold, [by_name[n] for n in fold.test], runs_dir / run.name / fold.name,
+                           resume=resume, overwrite=overwrite, quiet=quiet)
+            dst = out / "checkpoints" / f"{run.name}-{fold.name.replace('>', '').replace('/', '_')}.pt"
+            copied = copy_checkpoint(res["checkpoint_path"], dst, note={
+                "experiment": exp.name, "run": run.name, "fold": fold.name, "profile": profile,
+                "trained_on": list(fold.train), "held_out": list(fold.test)})
+            res = dict(res)
+            if copied:
+                res["checkpoint"] = str(Path(copied).relative_to(out))
+            else:
+                res["checkpoint"] = None
+                res["checkpoint_note"] = f"over {MAX_CHECKPOINT_BYTES / 1e6:.0f} MB, not copied; see {res['checkpoint_path']}"
+            fold_results[fold.name] = res
+        summary = {v: {m: summarize(fold_results[f.name]["metrics"][v][m] for f in fold_list) for m in exp.metrics}
+                   for v in exp.variants}
+        conf = cfg.to_dict()
+        conf["data"]["train"] = "(per fold, see folds)"
+        run_reports.append({
+            "name": run.name, "label": run.label, "model": _model_text(cfg), "steps": cfg.train.steps,
+            "overrides": {**exp.overrides(run, profile), **dict(_parse(overrides))},
+            "config": conf, "summary": summary, "folds": fold_results,
+            "wall_seconds": float(sum(r["train_seconds"] + r["eval_seconds"] for r in fold_results.values())),
+        })
+
+    summaries = {r["name"]: r["summary"] for r in run_reports}
+    partial = []
+    if len(fold_list) < len(all_folds):
+        partial.append(f"{len(fold_list)} of {len(all_folds)} folds ({', '.join(f.name for f in fold_list)})")
+    if len(chosen_runs) < len(exp.runs):
+        partial.append(f"{len(chosen_runs)} of {len(exp.runs)} runs ({', '.join(r.name for r in chosen_runs)})")
+    prof = exp.profiles[profile] or {}
+    device = str(next(iter(base_cfgs.values())).train.device)
+    if device == "auto":
+        from unet.training.trainer import pick_device
+
+        device = str(pick_device("auto"))
+    report = {
+        "experiment": exp.name, "title": exp.title, "experiment_file": _rel(exp.path), "base_config": _rel(exp.base),
+        "profile": profile, "profile_description": str(prof.get("description", "")).strip(),
+        "kind": exp.evaluation["kind"], "metrics": list(exp.metrics), "variants": exp.variants,
+        "partial": "; ".join(partial), "n_folds": len(fold_list),
+        "folds": [{"name": f.name, "description": f.description, "train": list(f.train), "test": list(f.test)}
+                  for f in fold_list],
+        "runs": run_reports, "paper": exp.paper,
+        "targets": check_targets(exp.targets, summaries, exp.variants),
+        "comparisons": check_comparisons(exp.compare, summaries, exp.metrics, exp.variants),
+        "protocol": PROTOCOL, "notes": exp.notes,
+        "command": command, "git": git_commit(), "machine": machine_info(device),
+        "started": started, "finished": _now(), "wall_seconds": round(time.perf_counter() - t_start, 1),
+        "runs_dir": str(runs_dir),
+    }
+    write_report(out, report, overwrite=overwrite or resume)
+    if not quiet:
+        print(f"wrote {out / 'report.md'} and {out / 'report.json'}")
+    return report
+
+
+def _parse(overrides):
+    from unet.training.config import parse_overrides
+
+    return parse_overrides(list(overrides))
