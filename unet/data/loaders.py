@@ -229,6 +229,8 @@ def _match_by_stem(images, masks, img_dir, mask_dir, prefix="") -> list[ImagePai
 def dataset_pairs(name: str, root, **kw) -> list[ImagePair]:
     """Pairs of a dataset named as in ``datasets/`` ("isbi2012", "dic-hela", "phc-u373", "folder").
 
+    ``"ctc"`` takes any Cell Tracking Challenge dataset (no frames marked partial).
+
     ``"folder"`` takes ``root`` holding ``images/`` and ``masks/`` (or pass
     ``images_dir``/``masks_dir``).  Other keywords go to the layout's function.
     """
@@ -238,7 +240,7 @@ def dataset_pairs(name: str, root, **kw) -> list[ImagePair]:
     if key in ("dic-hela", "dic-c2dh-hela"):
         kw.setdefault("partial", KNOWN_PARTIAL_FRAMES["dic-hela"])
         return ctc_pairs(root, **kw)
-    if key in ("phc-u373", "phc-c2dh-u373"):
+    if key in ("phc-u373", "phc-c2dh-u373", "ctc"):
         kw.setdefault("partial", ())
         return ctc_pairs(root, **kw)
     if key == "folder":
