@@ -1,0 +1,110 @@
+"""``unet predict`` on files, folders and globs; clear one-line errors, exit 2, no partial files."""
+
+import numpy as np
+import pytest
+import tifffile
+
+import unet
+from unet.cli import main
+from unet.data.normalize import intensity_range, normalize
+from unet.inference import label_instances, predict_tiled
+
+from inference_helpers import tiny_unet
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from scipy.ndimage import gaussian_filter
+
+    root = tmp_path_factory.mktemp("cli")
+    model = tiny_unet(depth=2)
+    ckpt = unet.save_checkpoint(model, root / "model.pt")
+    rng = np.random.default_rng(0)
+    images = {}
+    for name, shape in (("a", (40, 57)), ("b", (33, 20))):
+        img = gaussian_filter(rng.random(shape), 2)
+        img = np.round((img - img.min()) / np.ptp(img) * 255).astype(np.uint8)
+        (root / "in").mkdir(exist_ok=True)
+        tifffile.imwrite(root / "in" / f"{name}.tif", img)
+        images[name] = img
+    return root, model, ckpt, images
+
+
+def expected_prob(model, img):
+    return predict_tiled(model, normalize(img, value_range=intensity_range(img)), tile_size=16)[1]
+
+
+def test_predict_folder_and_glob_keep_geometry(setup, capsys):
+    root, model, ckpt, images = setup
+    out = root / "out_folder"
+    rc = main(["predict", "--checkpoint", str(ckpt), str(root / "in"), "-o", str(out), "--tile-size", "16", "-q"])
+    assert rc == 0
+    for name, img in images.items():
+        got = tifffile.imread(out / f"{name}_prob.tif")
+        assert got.shape == img.shape
+        np.testing.assert_array_equal(got, expected_prob(model, img))
+    out2 = root / "out_glob"
+    rc = main(["predict", "-c", str(ckpt), str(root / "in" / "*.tif"), "-o", str(out2), "--tile-size", "16",
+               "--output", "labels", "--min-size", "5", "-q"])
+    assert rc == 0
+    for name, img in images.items():
+        lab = tifffile.imread(out2 / f"{name}_labels.tif")
+        np.testing.assert_array_equal(lab, label_instances(expected_prob(model, img) >= 0.5, min_size=5))
+
+
+def test_single_file_output_mask_and_overwrite(setup, capsys):
+    root, model, ckpt, images = setup
+    out = root / "single_mask.tif"
+    args = ["predict", "-c", str(ckpt), str(root / "in" / "a.tif"), "-o", str(out), "--output", "mask", "-q"]
+    assert main(args) == 0
+    mask = tifffile.imread(out)
+    np.testing.assert_array_equal(mask, np.where(expected_prob(model, images["a"]) >= 0.5, 255, 0))
+    out.write_bytes(b"old")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists" in err[0] and str(out) in err[0]
+    assert out.read_bytes() == b"old"
+    assert main(args + ["--overwrite"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(out), mask)
+
+
+def _bad_files(folder, image):
+    import skimage.io
+
+    folder.mkdir(exist_ok=True)
+    (folder / "corrupt.tif").write_bytes(b"II*\x00" + b"\x17" * 300)
+    tifffile.imwrite(folder / "ok.tif", image, compression="zlib", rowsperstrip=4)
+    data = (folder / "ok.tif").read_bytes()
+    (folder / "truncated.tif").write_bytes(data[: len(data) * 2 // 3])
+    skimage.io.imsave(folder / "rgb.png", np.stack([image] * 3, -1), check_contrast=False)
+    np.save(folder / "empty.npy", np.zeros((5, 0), np.uint8))
+    return {"corrupt.tif": "TIFF", "truncated.tif": "truncated", "rgb.png": "channel", "empty.npy": "empty"}
+
+
+def test_bad_inputs_exit_2_with_one_line_and_no_file(setup, capsys):
+    root, model, ckpt, images = setup
+    cases = _bad_files(root / "bad", images["a"])
+    (root / "bad_out").mkdir()
+    for name, problem in cases.items():
+        out = root / "bad_out" / f"{name}.tif"
+        rc = main(["predict", "-c", str(ckpt), str(root / "bad" / name), "-o", str(out), "-q"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2, name
+        assert len(err) == 1 and name in err[0] and problem in err[0], err
+        assert not out.exists()
+    assert not any(p.name.startswith(".") for p in (root / "bad_out").iterdir())
+
+
+def test_unwritable_output_and_missing_input(setup, capsys):
+    root, model, ckpt, images = setup
+    blocker = root / "a_file"
+    blocker.write_text("not a folder")
+    target = blocker / "out.tif"
+    rc = main(["predict", "-c", str(ckpt), str(root / "in" / "a.tif"), "-o", str(target), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "cannot write" in err[0] and str(target) in err[0]
+    assert blocker.read_text() == "not a folder"
+    rc = main(["predict", "-c", str(ckpt), str(root / "in" / "nope.tif"), "-o", str(root / "x.tif"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "nope.tif" in err[0]
+    assert not (root / "x.tif").exists()

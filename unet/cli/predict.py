@@ -1,0 +1,115 @@
+"""``unet predict``: segment image files of any size with the overlap-tile strategy (paper Fig. 2)."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+
+def register(sub):
+    p = sub.add_parser(
+        "predict",
+        help="predict probability maps, masks or instance labels for image files of any size",
+        description="Overlap-tile prediction (Ronneberger et al. 2015, Fig. 2): output tiles partition the "
+                    "image, each input tile carries the network's context, mirrored beyond the border. "
+                    "Images are read and written tile by tile, so they may be larger than memory.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files (TIFF/BigTIFF, zarr, npy, PNG), folders or glob patterns")
+    p.add_argument("--checkpoint", "-c", required=True, help="model checkpoint (from unet train)")
+    p.add_argument("-o", "--out", required=True,
+                   help="output file (one input; .tif, .zarr, .png or .npy) or folder (gets STEM_OUTPUT.tif)")
+    p.add_argument("--output", choices=["prob", "mask", "labels"], default="prob",
+                   help="foreground probability, binary mask or instance labels (default: prob)")
+    p.add_argument("--tile-size", type=int, default=None,
+                   help="output tile size in pixels (default: the largest that fits --memory-limit)")
+    p.add_argument("--memory-limit", default=None,
+                   help="memory budget for a batch of tiles, e.g. 800M or 4G (default: 1G)")
+    p.add_argument("--batch-size", type=int, default=1, help="tiles per forward pass (default: 1)")
+    p.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations by 90 degrees")
+    p.add_argument("--dtype", choices=["float32", "float16", "uint8"], default="float32",
+                   help="probability output type; uint8 scales 0..1 to 0..255 (default: float32)")
+    p.add_argument("--threshold", type=float, default=0.5, help="foreground threshold for mask/labels (default: 0.5)")
+    p.add_argument("--min-size", type=int, default=0, help="labels: drop components smaller than this (pixels)")
+    p.add_argument("--format", choices=["tif", "zarr"], default="tif", help="output format in a folder (default: tif)")
+    p.add_argument("--axes", default=None, help="input axes, e.g. YX, ZYX, YXC (default: inferred)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or messages")
+    p.set_defaults(func=run)
+
+
+def expand_inputs(patterns) -> list[Path]:
+    """Files, folders (their images, sorted) and glob patterns -> image paths, in order, without repeats."""
+    from unet.errors import UserError
+    from unet.inference.files import INPUT_SUFFIXES
+
+    found: list[Path] = []
+    for pat in patterns:
+        path = Path(pat)
+        if path.is_dir() and path.suffix.lower() != ".zarr":
+            items = sorted(q for q in path.iterdir()
+                           if q.suffix.lower() in INPUT_SUFFIXES and not q.name.startswith("."))
+            if not items:
+                raise UserError(f"{path}: folder contains no images ({', '.join(INPUT_SUFFIXES)})")
+            found += items
+        elif path.exists():
+            found.append(path)
+        elif glob.has_magic(pat):
+            items = sorted(Path(q) for q in glob.glob(pat) if Path(q).suffix.lower() in INPUT_SUFFIXES)
+            if not items:
+                raise UserError(f"{pat}: no images match")
+            found += items
+        else:
+            raise UserError(f"{path}: no such file")
+    return list(dict.fromkeys(found))
+
+
+def output_paths(inputs: list[Path], out: str, output: str, fmt: str) -> list[Path]:
+    from unet.errors import UserError
+    from unet.inference.files import OUTPUT_SUFFIXES
+
+    out_path = Path(out)
+    if len(inputs) == 1 and out_path.suffix.lower() in OUTPUT_SUFFIXES:
+        return [out_path]
+    if out_path.suffix.lower() in OUTPUT_SUFFIXES and not out_path.is_dir():
+        raise UserError(f"{out_path}: {len(inputs)} inputs need an output folder, not a file name")
+    paths = [out_path / f"{p.name.split('.')[0]}_{output}.{fmt}" for p in inputs]
+    dup = {p for p in paths if paths.count(p) > 1}
+    if dup:
+        raise UserError(f"inputs with the same name would write the same output: {sorted(map(str, dup))[0]}")
+    return paths
+
+
+def run(args) -> int:
+    import sys
+
+    import torch
+
+    from unet.checkpoint import load_checkpoint
+    from unet.errors import UserError
+    from unet.inference.files import predict_file
+    from unet.inference.tiling import set_threads_for_cli
+
+    inputs = expand_inputs(args.inputs)
+    outputs = output_paths(inputs, args.out, args.output, args.format)
+    if not args.overwrite:
+        for o in outputs:
+            if o.exists():
+                raise UserError(f"{o}: already exists (pass --overwrite to replace it)")
+    if args.tile_size is not None and args.tile_size < 1:
+        raise UserError(f"--tile-size must be positive, got {args.tile_size}")
+    set_threads_for_cli()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, meta = load_checkpoint(args.checkpoint, map_location=device, with_metadata=True)
+    from unet.data.normalize import DEFAULT_NORMALIZE
+
+    normalize = meta.get("normalize") or DEFAULT_NORMALIZE
+    for src, dst in zip(inputs, outputs):
+        predict_file(model, src, dst, output=args.output, tile_size=args.tile_size, tta=args.tta,
+                     overwrite=args.overwrite, threshold=args.threshold, min_size=args.min_size, dtype=args.dtype,
+                     batch_size=args.batch_size, memory_limit=args.memory_limit, device=device, axes=args.axes,
+                     normalize=normalize, progress=not args.quiet)
+        if not args.quiet:
+            print(f"{src} -> {dst}", file=sys.stderr)
+    return 0
