@@ -81,6 +81,8 @@ class TileDataset(Dataset):
         (:func:`unet.data.weights.class_weights_from`).
     partial_margin : int
         Background kept around annotated cells in partially annotated frames.
+    border : bool
+        Separation borders between touching cells in the targets (paper Sec. 3; default True).
     cache_dir : path, optional
         Store each image's target and weight map here (keyed by the labels'
         hash and the settings) and reuse them in later runs.
@@ -98,7 +100,7 @@ class TileDataset(Dataset):
 
     def __init__(self, samples, *, input_size, output_size=None, augment: Augmentation | None = None,
                  length: int = 1000, seed: int = 0, w0: float = W0, sigma: float = SIGMA,
-                 class_weights=None, partial_margin: int = PARTIAL_MARGIN, cache_dir=None):
+                 class_weights=None, partial_margin: int = PARTIAL_MARGIN, border: bool = True, cache_dir=None):
         samples = [s for s in samples if s.labels is not None]
         if not samples:
             raise ValueError("TileDataset needs at least one sample with labels")
@@ -113,7 +115,7 @@ class TileDataset(Dataset):
         self.seed = int(seed)
         self.names = [s.name for s in samples]
         self.images = [np.ascontiguousarray(s.image, np.float32) for s in samples]
-        self.targets = [training_target(s.labels, partial=s.partial, partial_margin=partial_margin)
+        self.targets = [training_target(s.labels, partial=s.partial, border=border, partial_margin=partial_margin)
                         for s in samples]
         self.class_weights = (class_weights_from(self.targets) if class_weights is None
                               else np.asarray(class_weights, np.float64))
