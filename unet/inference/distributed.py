@@ -1,0 +1,118 @@
+"""The overlap-tile prediction as a Dask graph, for dask.distributed clusters.
+
+Each output chunk is a task that reads the mirrored input windows of exactly
+the tiles whose kept part meets the chunk (:func:`unet.inference.predict_region`)
+and predicts them, so the result equals the single-process
+:func:`unet.inference.predict_tiled` (chunks are whole tiles, tile origins are
+global, and the mirrored context is read from the whole image, not from the
+chunk).  The model enters the graph once; an image given as a path is opened
+by each task itself, so workers need to see the file but nothing large is
+shipped through the scheduler.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+
+from unet.inference.tiling import ImageSource, make_grid, parse_axes, predict_region
+
+
+def _open(image, axes, value_range, in_channels):
+    if isinstance(image, (str, os.PathLike)):
+        from unet.inference.files import open_image
+
+        array, axes = open_image(image, axes=axes, in_channels=in_channels)
+    else:
+        array = image
+    return ImageSource(array, axes, value_range=value_range, name=str(image) if isinstance(image, (str, os.PathLike)) else "image")
+
+
+def _predict_block(model, image, axes, value_range, grid, plane, box, batch_size, tta, device):
+    import torch
+
+    source = _open(image, axes, value_range, getattr(model, "in_channels", 1))
+    with torch.inference_mode():
+        return predict_region(model, source, grid, box, plane=plane, batch_size=batch_size, tta=tta, device=device)
+
+
+def predict_dask(model, image, *, axes: str | None = None, tile_size=None, chunk_tiles: int = 4,
+                 batch_size: int = 1, tta: bool = False, memory_limit=None, margin: int | None = None,
+                 value_range=None, normalize: dict | None = None, device=None):
+    """Class probabilities as a lazy ``dask.array`` (compute it locally or on a dask.distributed cluster).
+
+    Parameters
+    ----------
+    model : torch.nn.Module or path
+        The network or a checkpoint file (whose ``metadata["normalize"]`` is
+        used for path inputs).  A copy in eval mode enters the graph.
+    image : array_like or path
+        An already normalised array (numpy, memmap, zarr), or an image file
+        (TIFF, zarr, npy, PNG; see :func:`unet.inference.files.open_image`),
+        which is normalised like :func:`unet.inference.predict_file` does.
+    axes : str, optional
+        As for :func:`unet.inference.predict_tiled`.
+    chunk_tiles : int
+        Output chunks hold ``chunk_tiles`` x ``chunk_tiles`` tiles.
+    tile_size, batch_size, tta, memory_limit, margin, device
+        As for :func:`unet.inference.predict_tiled`.
+    value_range : (float, float), optional
+        Normalisation range to apply to every window (overrides the default).
+
+    Returns
+    -------
+    dask.array.Array
+        float32 (num_classes, H, W), or (planes, num_classes, H, W) for stacks,
+        chunked by whole tiles.  For valid nets ``.compute()`` equals
+        :func:`unet.inference.predict_tiled` with the same tile size.
+    """
+    import dask
+    import dask.array as da
+
+    if isinstance(model, (str, os.PathLike)):
+        from unet.checkpoint import load_checkpoint
+
+        model, meta = load_checkpoint(model, with_metadata=True)
+        normalize = normalize or meta.get("normalize")
+    model = copy.deepcopy(model).eval()
+    in_channels = getattr(model, "in_channels", 1)
+    is_path = isinstance(image, (str, os.PathLike))
+    if is_path:
+        from unet.data.normalize import DEFAULT_NORMALIZE, intensity_range
+        from unet.inference.files import open_image
+
+        array, axes = open_image(image, axes=axes, in_channels=in_channels)
+        if value_range is None:
+            settings = normalize or DEFAULT_NORMALIZE
+            value_range = intensity_range(array, **{k: settings[k] for k in ("mode", "low", "high") if k in settings})
+        image = os.fspath(image)
+    else:
+        array = image
+        axes = parse_axes(array.shape, axes, in_channels)
+    source = ImageSource(array, axes)
+    if source.channels != in_channels:
+        from unet.errors import UserError
+
+        raise UserError(f"{source.name}: has {source.channels} channel(s), the model expects {in_channels}")
+    grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
+                     batch_size=batch_size, margin=margin)
+    k = int(model.num_classes)
+    H, W = grid.shape
+    step_y, step_x = grid.tile[0] * chunk_tiles, grid.tile[1] * chunk_tiles
+    model_d = dask.delayed(model, pure=False)
+    image_d = image if is_path else dask.delayed(image, pure=False)
+    planes = []
+    for z in range(source.num_planes):
+        rows = []
+        for y0 in range(0, H, step_y):
+            row = []
+            for x0 in range(0, W, step_x):
+                box = (y0, min(H, y0 + step_y), x0, min(W, x0 + step_x))
+                task = dask.delayed(_predict_block, pure=True)(
+                    model_d, image_d, axes, value_range, grid, z, box, batch_size, tta, device)
+                row.append(da.from_delayed(task, shape=(k, box[1] - y0, box[3] - x0), dtype=np.float32))
+            rows.append(row)
+        planes.append(da.block([[b for b in row] for row in rows]))
+    return da.stack(planes) if source.stack_axis else planes[0]
