@@ -84,7 +84,7 @@ class AugmentConfig:
     flips: bool = True  # paper Sec. 3.1: shift and rotation invariance
     rot90: bool = True
     rotate: float = 0.0  # max. degrees of a free rotation
-    shift: bool = True  # random tile positions provide the shifts
+    shift: float = 0.0  # extra sub-pixel shift (px); random tile positions already shift (paper Sec. 3.1)
     gray: bool = True  # paper Sec. 3.1: gray value variations
     gray_gamma: float = 0.2
     gray_contrast: float = 0.2
@@ -180,7 +180,8 @@ POSITIVE = ("train.steps", "train.batch_size", "train.tile_size", "train.val_eve
             "train.log_every", "optim.lr", "loss.sigma", "augment.elastic_grid", "model.unet.base_channels",
             "model.unet.depth", "model.fcn.base_channels", "model.fcn.fc_channels")
 NON_NEGATIVE = ("loss.w0", "augment.elastic_sigma", "optim.weight_decay", "optim.momentum", "train.num_workers",
-                "train.threads", "optim.warmup_steps", "eval.min_size", "eval.overlays", "augment.rotate")
+                "train.threads", "optim.warmup_steps", "eval.min_size", "eval.overlays", "augment.rotate",
+                "augment.shift")
 
 
 def _build(cls, values: dict, prefix: str, source: str):

@@ -230,7 +230,8 @@ class Trainer:
         length = cfg.train.steps * cfg.train.batch_size * self.info.world_size
         return D.TileDataset(self.train_samples, input_size=tile, output_size=out, augment=aug, length=length,
                              seed=cfg.seed, w0=cfg.loss.w0 if cfg.loss.name == "weighted_ce" or cfg.loss.name == "ce_dice" else 0.0,
-                             sigma=cfg.loss.sigma, class_weights=self.class_weights)
+                             sigma=cfg.loss.sigma, class_weights=self.class_weights,
+                             border=cfg.loss.separate_borders)
 
     # --------------------------------------------------------------- model
     def _build_model(self):
@@ -458,7 +459,7 @@ def _augmentation(cfg: Config):
 
     a = cfg.augment
     return Augmentation(elastic=a.elastic, elastic_grid=a.elastic_grid, elastic_sigma=a.elastic_sigma,
-                        flips=a.flips, rot90=a.rot90, rotate=a.rotate, gray=a.gray, gray_gamma=a.gray_gamma,
+                        flips=a.flips, rot90=a.rot90, rotate=a.rotate, shift=a.shift, gray=a.gray, gray_gamma=a.gray_gamma,
                         gray_contrast=a.gray_contrast, gray_brightness=a.gray_brightness)
 
 
