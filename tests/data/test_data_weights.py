@@ -93,3 +93,18 @@ def test_real_dic_hela_weights_peak_between_touching_cells(shared_data):
     # separation borders (d1 = 0, d2 <= 1.5) carry nearly the full w0 on top of w_c
     assert np.all(w[border] >= cw[0] + 10 * np.exp(-1.5**2 / 50) - 1e-4)
     assert np.allclose(w[target == 1], cw[1])
+
+
+def test_compiled_distance_transform_is_exact():
+    from unet.data._edt import distance_to_label
+
+    rng = np.random.default_rng(1)
+    for trial in range(12):
+        h, w = (int(x) for x in rng.integers(1, 40, 2))
+        lab = rng.integers(0, 3, (h, w)).astype(np.int32) if trial % 2 else (rng.random((h, w)) < 0.03).astype(np.int32)
+        out = np.empty((h, w), np.float32)
+        distance_to_label(lab, 1, out)
+        if (lab == 1).any():
+            np.testing.assert_allclose(out, ndi.distance_transform_edt(lab != 1), atol=1e-4)
+        else:
+            assert np.isinf(out).all()

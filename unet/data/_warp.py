@@ -17,7 +17,7 @@ def _fold(i, n):
     return 2 * n - 1 - i if i >= n else i
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def warp_kernel(coef, target, weight, ty, mx, oy, ox, a, hy, hx, have_t, have_w, out_img, out_t, out_w):
     nc, h, w = coef.shape
     th, tw = out_img.shape[1], out_img.shape[2]
@@ -56,26 +56,27 @@ def warp_kernel(coef, target, weight, ty, mx, oy, ox, a, hy, hx, have_t, have_w,
             wx[3] = t * t * t / 6.0
             iy = int(fy) - 1
             ix = int(fx) - 1
-            if iy >= 0 and iy + 3 < h:
-                for k in range(4):
-                    yi[k] = iy + k
+            if iy >= 0 and iy + 3 < h and ix >= 0 and ix + 3 < w:
+                # interior (the common case): direct indexing, no mirroring
+                for c in range(nc):
+                    acc = 0.0
+                    for p in range(4):
+                        r = iy + p
+                        acc += wy[p] * (wx[0] * coef[c, r, ix] + wx[1] * coef[c, r, ix + 1]
+                                        + wx[2] * coef[c, r, ix + 2] + wx[3] * coef[c, r, ix + 3])
+                    out_img[c, u, v] = acc
             else:
                 for k in range(4):
                     yi[k] = _fold(iy + k, h)
-            if ix >= 0 and ix + 3 < w:
-                for k in range(4):
-                    xi[k] = ix + k
-            else:
-                for k in range(4):
                     xi[k] = _fold(ix + k, w)
-            for c in range(nc):
-                acc = 0.0
-                for p in range(4):
-                    row = 0.0
-                    for q in range(4):
-                        row += wx[q] * coef[c, yi[p], xi[q]]
-                    acc += wy[p] * row
-                out_img[c, u, v] = acc
+                for c in range(nc):
+                    acc = 0.0
+                    for p in range(4):
+                        row = 0.0
+                        for q in range(4):
+                            row += wx[q] * coef[c, yi[p], xi[q]]
+                        acc += wy[p] * row
+                    out_img[c, u, v] = acc
             ou = u - hy
             ov = v - hx
             if 0 <= ou < oh and 0 <= ov < ow:

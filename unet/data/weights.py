@@ -22,7 +22,8 @@ nearest and second-nearest cell; the paper sets ``w0 = 10`` and
 Speed: the border term is below ``tol = 1e-4`` once ``d1 + d2`` exceeds
 ``sigma * sqrt(2 ln(w0 / tol))`` (24 px for the defaults), so each cell's
 distance transform is computed only in its bounding box grown by that cutoff
-and the term is set to 0 beyond it (absolute error < ``tol``).
+and the term is set to 0 beyond it (absolute error < ``tol``).  The distance
+transform is an exact compiled one (:mod:`unet.data._edt`, checked against scipy).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import math
 import numpy as np
 import scipy.ndimage as ndi
 
+from unet.data._edt import distance_to_label
 from unet.data.targets import IGNORE_INDEX, training_target
 
 #: paper Sec. 3: "we set w0 = 10 and sigma ~ 5 pixels"
@@ -95,7 +97,9 @@ def border_distances(labels: np.ndarray, *, cutoff: float) -> tuple[np.ndarray, 
         grown = (slice(max(sl[0].start - pad, 0), min(sl[0].stop + pad, h)),
                  slice(max(sl[1].start - pad, 0), min(sl[1].stop + pad, w)))
         # the whole cell lies inside `grown`, so distances there are exact
-        dist = ndi.distance_transform_edt(labels[grown] != k).astype(np.float32)
+        crop = np.ascontiguousarray(labels[grown])
+        dist = np.empty(crop.shape, np.float32)
+        distance_to_label(crop, k, dist)
         a, b = d1[grown], d2[grown]
         np.minimum(b, np.maximum(a, dist), out=b)
         np.minimum(a, dist, out=a)
