@@ -160,3 +160,21 @@ def test_show_writes_png(tmp_path, shared_data):
     img = __import__("skimage.io").io.imread(out)
     assert img.ndim == 3 and img.shape[1] > 2 * img.shape[0]  # four panels side by side
     assert main(["data", "show", "dic-hela", str(shared_data / "dic-hela"), "--out", str(out)]) == 2  # no overwrite
+
+
+def test_check_official_ctc_layout_uses_known_checksums(tmp_path, shared_data):
+    src = shared_data / "dic-hela"
+    root = tmp_path / "DIC-C2DH-HeLa"
+    for seq in ("01", "02"):
+        (root / seq).mkdir(parents=True)
+        (root / f"{seq}_GT" / "SEG").mkdir(parents=True)
+        for f in (src / seq / "images").iterdir():
+            shutil.copy(f, root / seq / f.name)
+        for f in (src / seq / "masks").iterdir():
+            shutil.copy(f, root / f"{seq}_GT" / "SEG" / f.name)
+    report, problems = check("dic-hela", tmp_path)  # DEST holding the unpacked DIC-C2DH-HeLa folder
+    assert problems == []
+    assert "36/36 present files match" in report[-1]
+    (root / "02" / "t006.tif").write_bytes((root / "02" / "t007.tif").read_bytes())
+    problems = check("dic-hela", tmp_path)[1]
+    assert any("t006.tif: SHA-256 differs" in p for p in problems)

@@ -251,11 +251,26 @@ def check(name, root) -> tuple[list[str], list[str]]:
         report.append(line)
 
     known = manifest.get("known_files") or {}
-    present = {rel: h for rel, h in known.items() if (base / rel).is_file()}
-    bad = [rel for rel, h in present.items() if sha256_of(base / rel) != h]
+    present = {}
+    for rel, h in known.items():
+        found = next((base / c for c in _layout_variants(rel) if (base / c).is_file()), None)
+        if found is not None:
+            present[found] = h
+    bad = [path for path, h in present.items() if sha256_of(path) != h]
     if known:
         report.append(f"known SHA-256: {len(present) - len(bad)}/{len(present)} present files match "
                       f"({len(known) - len(present)} of {len(known)} known files not in this copy)")
-    for rel in bad:
-        problems.append(f"{base / rel}: SHA-256 differs from the manifest's (file changed or corrupt)")
+    for path in bad:
+        problems.append(f"{path}: SHA-256 differs from the manifest's (file changed or corrupt)")
     return report, problems
+
+
+def _layout_variants(rel: str) -> list[str]:
+    """``rel`` and its path in the other CTC layout (SEQ/images <-> SEQ, SEQ/masks <-> SEQ_GT/SEG)."""
+    parts = rel.split("/")
+    out = [rel]
+    if len(parts) == 3 and parts[1] == "images":
+        out.append(f"{parts[0]}/{parts[2]}")
+    elif len(parts) == 3 and parts[1] == "masks":
+        out.append(f"{parts[0]}_GT/SEG/{parts[2]}")
+    return out
