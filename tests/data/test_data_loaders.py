@@ -110,7 +110,8 @@ def test_folder_pairs_binary_and_instance_16bit(tmp_path):
     inst[2:8, 8:14] = 5  # touching the first cell: must stay two instances
     tifffile.imwrite(tmp_path / "masks" / "b.tif", inst)
     pairs = folder_pairs(tmp_path / "images", tmp_path / "masks")
-    assert [p.name for p in pairs] == ["a", "b"]
+    assert [p.name for p in pairs] == ["a", "b"] and not any(p.partial for p in pairs)
+    assert [p.partial for p in folder_pairs(tmp_path / "images", tmp_path / "masks", partial=["b"])] == [False, True]
     a, b = (load_sample(p) for p in pairs)
     assert a.image.dtype == np.float32 and b.image.dtype == np.float32
     # 8- and 16-bit copies of the same picture land on the same normalised scale

@@ -118,3 +118,17 @@ def test_image_target_and_weight_are_deformed_together():
         w = item["weight"].numpy()
         if (t == 1).sum() > 20:  # inside cells the (linearly warped) weight is the cell class weight
             assert abs(np.median(w[t == 1]) - ds.class_weights[1]) < 1e-3
+
+
+def test_weight_maps_cached_on_disk(tmp_path, hela):
+    a = TileDataset(hela, input_size=60, length=2, cache_dir=tmp_path)
+    files = sorted(tmp_path.glob("weights-*.npy"))
+    assert len(files) == 2
+    stamp = [f.stat().st_mtime_ns for f in files]
+    b = TileDataset(hela, input_size=60, length=2, cache_dir=tmp_path)  # reads them back
+    assert [f.stat().st_mtime_ns for f in sorted(tmp_path.glob("weights-*.npy"))] == stamp
+    for x, y in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(x, y)
+    c = TileDataset(hela, input_size=60, length=2, cache_dir=tmp_path, sigma=3.0)  # other settings, other key
+    assert len(list(tmp_path.glob("weights-*.npy"))) == 4
+    assert not np.array_equal(a.weights[0], c.weights[0])

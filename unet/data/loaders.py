@@ -20,6 +20,7 @@ Supported layouts
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -184,11 +185,12 @@ def ctc_pairs(root, *, sequences=("01", "02"), partial=None) -> list[ImagePair]:
     return pairs
 
 
-def folder_pairs(images_dir, masks_dir) -> list[ImagePair]:
+def folder_pairs(images_dir, masks_dir, *, partial=()) -> list[ImagePair]:
     """Pair ``images_dir/X.ext`` with ``masks_dir/X.ext2`` by file stem.
 
-    A mask stem may also carry a ``_mask``/``_masks``/``_label``/``_labels``
+    A mask stem may also carry a ``_mask``/``_masks``/``_label``/``_labels``/``_seg``
     suffix (``a.tif`` <-> ``a_mask.png``).  Every image needs a mask and vice versa.
+    ``partial`` lists the stems whose masks label only some of the objects.
     """
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     for d in (images_dir, masks_dir):
@@ -197,7 +199,9 @@ def folder_pairs(images_dir, masks_dir) -> list[ImagePair]:
     images = _images_in(images_dir)
     if not images:
         raise UserError(f"{images_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    return _match_by_stem(images, _images_in(masks_dir), images_dir, masks_dir)
+    pairs = _match_by_stem(images, _images_in(masks_dir), images_dir, masks_dir)
+    partial = set(partial)
+    return [dataclasses.replace(p, partial=True) if p.name in partial else p for p in pairs]
 
 
 _MASK_SUFFIX = re.compile(r"(_mask|_masks|_label|_labels|_seg)$", re.I)
@@ -245,7 +249,7 @@ def dataset_pairs(name: str, root, **kw) -> list[ImagePair]:
         return ctc_pairs(root, **kw)
     if key == "folder":
         root = Path(root)
-        return folder_pairs(kw.pop("images_dir", root / "images"), kw.pop("masks_dir", root / "masks"))
+        return folder_pairs(kw.pop("images_dir", root / "images"), kw.pop("masks_dir", root / "masks"), **kw)
     raise UserError(f"unknown dataset {name!r}; known: isbi2012, dic-hela, phc-u373, folder")
 
 
