@@ -117,6 +117,8 @@ def test_folder_pairs_binary_and_instance_16bit(tmp_path):
     # 8- and 16-bit copies of the same picture land on the same normalised scale
     np.testing.assert_allclose(a.image, b.image, atol=0.02)
     assert a.labels.max() == 2  # binary -> connected components
+    tifffile.imwrite(tmp_path / "masks" / "a_mask.tif", (binary > 0).astype(np.uint16))  # 0/1 mask, 16-bit
+    assert load_sample(pairs[0]).labels.max() == 2
     assert set(np.unique(b.labels).tolist()) == {0, 3, 5}
 
 

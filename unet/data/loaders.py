@@ -292,8 +292,9 @@ def labels_from_mask(mask: np.ndarray, *, kind: str = "auto", path=None) -> np.n
         ``"binary"``: foreground = nonzero (or the maximum of a 0/255 mask),
         instances = its 4-connected components (ISBI 2012: cells are separated by
         membrane).  ``"instance"``: the values are the instance ids.
-        ``"auto"``: binary when the mask is boolean or has exactly the values
-        {0, 255} or {0, 1} in an 8-bit image, otherwise instance.
+        ``"auto"``: binary when the mask is boolean or its values lie within
+        {0, 255} or {0, 1} (one id for every object: splitting it into connected
+        components is right whether it meant "binary" or "one cell"), otherwise instance.
     """
     import skimage.measure
 
@@ -315,8 +316,8 @@ def labels_from_mask(mask: np.ndarray, *, kind: str = "auto", path=None) -> np.n
         raise InputFileError(where, f"mask has negative values (min {mask.min()})")
     if kind == "auto":
         values = np.unique(mask)
-        binary = mask.dtype == bool or (mask.dtype == np.uint8 and set(values.tolist()) <= {0, 255}
-                                        and len(values) == 2)
+        found = set(values.tolist())
+        binary = mask.dtype == bool or found <= {0, 255} or found <= {0, 1}
         kind = "binary" if binary else "instance"
     if kind == "binary":
         values = np.unique(mask)
