@@ -182,3 +182,19 @@ def test_report_is_written_atomically_and_never_overwritten_silently(tmp_path):
     write_report(tmp_path, dict(report, title="CHANGED"), overwrite=True)
     assert md.read_text().startswith("# CHANGED")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]  # no temp files left
+
+
+def test_phc_u373_without_its_data_stops_with_a_clear_message(tmp_path, capsys):
+    from unet.cli import main
+    from unet.reproduce.runner import build_config
+
+    exp = load_experiment("phc-u373")
+    cfg = build_config(exp, exp.runs[0], profile="cpu")
+    from unet.training.config import resolve_path
+
+    if resolve_path(cfg, cfg.data.root).exists():
+        pytest.skip("PhC-U373 data present")
+    assert main(["reproduce", "phc-u373", "--out", str(tmp_path / "r"), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "phc-u373" in err and "data folder not found" in err and "unet data fetch" in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()  # nothing half-written
