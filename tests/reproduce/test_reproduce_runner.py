@@ -148,3 +148,15 @@ def test_interrupted_fold_resumes_from_its_checkpoint(tiny_isbi_stack, tmp_path,
     a = read_checkpoint(tmp_path / "straight/last.pt")["state_dict"]
     b = read_checkpoint(tmp_path / "runs/unet/fold3/last.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_overwrite_retrains_and_replaces_the_report(finished):
+    # runs after the tests above (same module fixture): they have read the original report already
+    out, argv = finished["out"], finished["argv"]
+    last = finished["runs"] / "unet/fold1/last.pt"
+    mtime = last.stat().st_mtime_ns
+    assert main(argv + ["--overwrite", "--runs", "unet", "--folds", "1"]) == 0
+    assert last.stat().st_mtime_ns != mtime
+    rep = json.loads((out / "report.json").read_text())
+    assert [r["name"] for r in rep["runs"]] == ["unet"] and "1 of 2 runs" in rep["partial"]
+    assert "1 of 2 runs" in (out / "report.md").read_text()

@@ -105,7 +105,10 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
 
     device = torch.device(device or "cpu")
     model, meta = load_checkpoint(checkpoint, map_location=device, with_metadata=True)
-    samples = [load_sample(p, normalize=meta.get("normalize")) for p in pairs]
+    from unet.data import DEFAULT_NORMALIZE
+
+    # the checkpoint's own normalisation (as in training); the package default for older checkpoints
+    samples = [load_sample(p, normalize=meta.get("normalize") or DEFAULT_NORMALIZE) for p in pairs]
     out = {}
     for variant in variants:
         probs = []

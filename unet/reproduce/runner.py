@@ -112,6 +112,9 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
     key = config_key(cfg.to_dict())
     hint = "pass --resume to keep finished work and continue, or --overwrite to start over"
     if overwrite and fold_dir.exists():
+        marks = ("config.yaml", "last.pt", "result.json", "log.csv", "predictions")
+        if any(fold_dir.iterdir()) and not any((fold_dir / m).exists() for m in marks):
+            raise UserError(f"{fold_dir}: not a training folder of unet reproduce; refusing to delete it")
         shutil.rmtree(fold_dir)
     if result_path.exists():
         if not resume:
