@@ -172,3 +172,23 @@ def test_unwritable_output_is_an_error_with_no_partial_file(tmp_path, model, ima
         predict_file(model, src, tmp_path / "file" / "out.tif", tile_size=32)
     with pytest.raises(UserError, match="unsupported output"):
         predict_file(model, src, tmp_path / "out.jpg", tile_size=32)
+
+
+def test_tiff_tiles_reassemble_strips_of_any_height():
+    from unet.inference.files import _tiff_tiles
+
+    rng = np.random.default_rng(0)
+    img = rng.random((103, 70)).astype(np.float32)
+    heights = [5, 17, 1, 40, 3, 37]
+    strips, y = [], 0
+    for h in heights:
+        strips.append(img[y : y + h])
+        y += h
+    tiles = list(_tiff_tiles(iter(strips), 70, 16, np.float32))
+    ny, nx = -(-103 // 16), -(-70 // 16)
+    assert len(tiles) == ny * nx and all(t.shape == (16, 16) for t in tiles)
+    full = np.zeros((ny * 16, nx * 16), np.float32)
+    for i, t in enumerate(tiles):
+        full[(i // nx) * 16 : (i // nx + 1) * 16, (i % nx) * 16 : (i % nx + 1) * 16] = t
+    np.testing.assert_array_equal(full[:103, :70], img)
+    assert not full[103:].any() and not full[:, 70:].any()

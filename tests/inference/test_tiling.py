@@ -25,13 +25,13 @@ def whole_image_pass(model, image):
         return torch.softmax(model.eval()(x), 1)[0, :, :H, :W].numpy()
 
 
-@pytest.mark.parametrize("size", [(37, 53), (3, 3), (1, 40), (29, 1), (1, 1), (64, 64)])
+@pytest.mark.parametrize("size", [(37, 53), (3, 3), (1, 40), (29, 1), (1, 1), (20, 64)])
 def test_valid_net_result_does_not_depend_on_tile_size(size):
     model = tiny_unet(depth=2)
     img = smooth_image(size, seed=sum(size))
     ref = whole_image_pass(model, img)
-    for tile in (4, 8, 12, 20, 36, 200):
-        p = unet.predict_tiled(model, img, tile_size=tile)
+    for tile in (4, 12, 36, 200):
+        p = unet.predict_tiled(model, img, tile_size=tile, batch_size=8)
         assert p.shape == (2, *size) and p.dtype == np.float32
         np.testing.assert_allclose(p, ref, atol=1e-5, err_msg=f"tile {tile}")
 
@@ -64,9 +64,16 @@ def test_mirror_indices_equal_numpy_pad_mode():
                 np.testing.assert_array_equal(got, padded[start + before : start + before + length])
 
 
-def test_mirror_mode_is_the_papers_mirroring():
-    # Fig. 2: the context beyond the border is the image mirrored at the border
-    assert MIRROR_MODE in ("reflect", "symmetric")
+def test_prediction_mirrors_like_the_training_tiles():
+    # Fig. 2: the context beyond the border is the image mirrored at the border, the same way in
+    # training (unet.data.tiles) and prediction
+    from unet.data import tiles
+
+    assert MIRROR_MODE == tiles.MIRROR_MODE
+    img = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for start in (-7, -1, 2):
+        got = img[mirror_indices(3, start, 9)]
+        np.testing.assert_array_equal(got, np.pad(img, ((10, 10), (0, 0)), mode=tiles.MIRROR_MODE)[start + 10 : start + 19])
 
 
 def test_stacks_are_predicted_slice_by_slice_and_channels_handled():
@@ -114,24 +121,31 @@ def test_eval_mode_inference_mode_and_previous_mode_restored():
 
 
 def test_tile_size_from_memory_budget():
-    model = unet.create_model("unet")  # the paper's net: halo 92
-    small = choose_tile_size(model, (10000, 10000), memory_limit="256M")
-    large = choose_tile_size(model, (10000, 10000), memory_limit="4G")
-    assert all(t % 16 == 0 for t in small + large)
-    assert small[0] < large[0]
-    # the input tile of the chosen size fits the budget
-    for limit, tile in (("256M", small), ("4G", large)):
-        s = input_size_for_output(model, tile[0])
-        from unet.inference.tiling import bytes_per_input_pixel, parse_memory
+    from unet.inference.tiling import bytes_per_input_pixel, parse_memory
 
-        assert s * s * bytes_per_input_pixel(model) <= parse_memory(limit)
-    # even split: a 1000 px image with a ~600 px limit is cut in two equal halves, not 600 + 400
+    model = unet.create_model("unet")  # the paper's net: halo 92
+    bpp = bytes_per_input_pixel(model)
+    chosen = {}
+    for limit in ("256M", "4G"):
+        ty, tx = chosen[limit] = choose_tile_size(model, (10000, 10000), memory_limit=limit)
+        assert ty % 16 == 0 and tx % 16 == 0
+        assert input_size_for_output(model, ty) * input_size_for_output(model, tx) * bpp <= parse_memory(limit)
+    assert np.prod(chosen["256M"]) < np.prod(chosen["4G"])
+    # the choice computes (almost) the fewest input pixels of all tile shapes that fit the budget
     tiny = tiny_unet(depth=2)
-    t = choose_tile_size(tiny, (1000, 8), memory_limit=4 * (600 + 40) ** 2 * 48)
-    assert t[0] == 500 and t[1] == 8
+    H, W, limit = 203, 150, 6000 * bytes_per_input_pixel(tiny)
+    cost = lambda ty, tx: -(-H // ty) * -(-W // tx) * input_size_for_output(tiny, ty) * input_size_for_output(tiny, tx)
+    feasible = [(ty, tx) for ty in range(4, 208, 4) for tx in range(4, 152, 4)
+                if input_size_for_output(tiny, ty) * input_size_for_output(tiny, tx) <= 6000]
+    ty, tx = choose_tile_size(tiny, (H, W), memory_limit=limit)
+    assert (ty, tx) in feasible
+    assert cost(ty, tx) <= 1.02 * min(cost(*t) for t in feasible)
+    # a 1000 px axis is cut into equal halves, not 600 + 400
+    assert choose_tile_size(tiny, (1000, 8), memory_limit=(600 + 40) * 48 * bytes_per_input_pixel(tiny)) == (500, 8)
     # the automatic choice does not change a valid net's result
     img = smooth_image((50, 33))
-    np.testing.assert_allclose(unet.predict_tiled(tiny, img, memory_limit="300K"), whole_image_pass(tiny, img), atol=1e-5)
+    np.testing.assert_allclose(unet.predict_tiled(tiny, img, memory_limit=40 * 40 * bytes_per_input_pixel(tiny)),
+                               whole_image_pass(tiny, img), atol=1e-5)
 
 
 def test_grid_tiles_partition_the_image():

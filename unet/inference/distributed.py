@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from unet.inference.tiling import ImageSource, make_grid, parse_axes, predict_region
+from unet.inference.tiling import ImageSource, make_grid, parse_axes, predict_region, unwrap
 
 
 def _open(image, axes, value_range, in_channels):
@@ -76,7 +76,7 @@ def predict_dask(model, image, *, axes: str | None = None, tile_size=None, chunk
 
         model, meta = load_checkpoint(model, with_metadata=True)
         normalize = normalize or meta.get("normalize")
-    model = copy.deepcopy(model).eval()
+    model = copy.deepcopy(unwrap(model)).eval()
     in_channels = getattr(model, "in_channels", 1)
     is_path = isinstance(image, (str, os.PathLike))
     if is_path:

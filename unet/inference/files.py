@@ -33,6 +33,7 @@ from unet.inference.tiling import (
     make_progress,
     parse_axes,
     predict_strips,
+    unwrap,
 )
 
 OUTPUTS = ("prob", "mask", "labels")
@@ -190,8 +191,11 @@ def _atomic_dir(path: Path, *, overwrite: bool):
 
 
 def _tiff_tiles(strips: Iterator[np.ndarray], width: int, tile: int, dtype) -> Iterator[np.ndarray]:
-    """Cut rows arriving in strips of any height into TIFF tiles, in TIFF order (edge tiles zero-padded)."""
-    buf = np.zeros((0, width), dtype)
+    """Cut rows arriving in strips of any height into TIFF tiles, in TIFF order (edge tiles zero-padded).
+
+    At most one row of TIFF tiles is copied; the strips themselves are only sliced.
+    """
+    held = np.zeros((0, width), dtype)  # rows waiting for a full row of TIFF tiles (< tile rows)
 
     def emit(rows):
         for x in range(0, width, tile):
@@ -201,12 +205,22 @@ def _tiff_tiles(strips: Iterator[np.ndarray], width: int, tile: int, dtype) -> I
             yield t
 
     for rows in strips:
-        buf = np.concatenate([buf, rows.astype(dtype, copy=False)]) if len(buf) else rows.astype(dtype, copy=False)
-        while len(buf) >= tile:
-            yield from emit(buf[:tile])
-            buf = buf[tile:]
-    if len(buf):
-        yield from emit(buf)
+        rows = rows.astype(dtype, copy=False)
+        start = 0
+        if len(held):
+            start = min(tile - len(held), len(rows))
+            held = np.concatenate([held, rows[:start]])
+            if len(held) < tile:
+                continue
+            yield from emit(held)
+            held = np.zeros((0, width), dtype)
+        while len(rows) - start >= tile:
+            yield from emit(rows[start : start + tile])
+            start += tile
+        if start < len(rows):
+            held = rows[start:].copy()
+    if len(held):
+        yield from emit(held)
 
 
 def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, on_ready=None) -> None:
@@ -268,7 +282,7 @@ def _load(checkpoint_or_model, normalize):
         model, meta = load_checkpoint(checkpoint_or_model, with_metadata=True)
         settings = normalize or meta.get("normalize") or DEFAULT_NORMALIZE
     else:
-        model, settings = checkpoint_or_model, normalize or DEFAULT_NORMALIZE
+        model, settings = unwrap(checkpoint_or_model), normalize or DEFAULT_NORMALIZE
     return model, dict(settings)
 
 
@@ -280,7 +294,7 @@ def foreground(probs: np.ndarray) -> np.ndarray:
 def _to_dtype(p: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "uint8":
         return np.round(np.clip(p, 0, 1) * 255).astype(np.uint8)
-    return p.astype(dtype)
+    return p.astype(dtype, copy=False)
 
 
 def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = "prob", tile_size=None,
@@ -352,9 +366,11 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
     bar = make_progress(progress, grid.num_tiles * source.num_planes, input_path.name)
 
     def probs(z):
+        # only the foreground is kept per tile: the strip buffers hold one map, not num_classes
         for _, strip in predict_strips(model, source, grid, plane=z, batch_size=batch_size, tta=tta,
-                                       device=device, progress=bar):
-            yield foreground(strip)
+                                       device=device, progress=bar, reduce=lambda p: foreground(p)[None],
+                                       num_outputs=1):
+            yield strip[0]
 
     def planes_prob():
         for z in range(source.num_planes):
