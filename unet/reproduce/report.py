@@ -77,7 +77,7 @@ def check_targets(targets, summaries, variants) -> list[dict]:
             met = _cmp(ours, t["op"], t["value"])
             gap = abs(ours - t["value"])
             what = f"{t['run']} {METRIC_TITLES.get(t['metric'], t['metric'])} ({variant})"
-            agg = "worst fold" if per_fold else f"mean of {s['n']} folds"
+            agg = "worst fold" if per_fold else f"mean of {s['n']} fold{'s' if s['n'] != 1 else ''}"
             if met:
                 statement = f"met: {what} {agg} {ours:.6g} {t['op']} {t['value']:g} (margin {gap:.3g})"
             else:

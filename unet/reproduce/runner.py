@@ -17,7 +17,6 @@ import hashlib
 import json
 import shlex
 import shutil
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -233,7 +232,17 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
         if (out / name).exists() and not (overwrite or resume):
             raise UserError(f"{out / name}: already exists; pass --overwrite to redo the experiment, "
                             "--resume to finish it and rewrite the report, or --out elsewhere")
-    command = command or shlex.join(["python"] + sys.argv)
+    if command is None:  # called from Python: the equivalent command line
+        cmd = ["unet", "reproduce", str(experiment if not isinstance(experiment, Experiment) else exp.path),
+               "--profile", profile, "--out", str(out), "--runs-dir", str(runs_dir)]
+        if folds:
+            cmd += ["--folds", folds if isinstance(folds, str) else ",".join(map(str, folds))]
+        if runs:
+            cmd += ["--runs", runs if isinstance(runs, str) else ",".join(runs)]
+        for item in overrides:
+            cmd += ["--set", item]
+        cmd += ["--overwrite"] * overwrite + ["--resume"] * resume
+        command = shlex.join(cmd)
     chosen_runs = exp.runs if not runs else [exp.run(r.strip()) for r in
                                               (runs.split(",") if isinstance(runs, str) else runs)]
     started, t_start = _now(), time.perf_counter()
