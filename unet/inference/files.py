@@ -52,6 +52,32 @@ MASK_VALUE = 255
 # --------------------------------------------------------------------------- input
 
 
+class MappedArray:
+    """Uncompressed pixels in a file (plain TIFF, npy), read by slicing without keeping them mapped.
+
+    A long-lived ``numpy.memmap`` counts every page it has touched in the
+    process's resident memory until the end; mapping the file anew for each
+    read and copying the window out keeps the resident set at the window.
+    """
+
+    def __init__(self, path, dtype, shape, offset: int):
+        self.path, self.dtype, self.shape, self.offset = str(path), np.dtype(dtype), tuple(shape), int(offset)
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+
+    def __getitem__(self, index):
+        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape)
+        try:
+            return np.array(mm[index])
+        finally:
+            mm._mmap.close()
+            del mm
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+
 def _infer_axes(shape, in_channels: int, hint: str | None) -> str:
     nd = len(shape)
     samples_last = bool(hint) and hint.endswith("S")
@@ -90,7 +116,7 @@ def _open_tiff(path: Path):
         hint = series.axes
         if series.dataoffset is not None and not any(p.compression != 1 for p in tif.pages[:1]):
             dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
-            array = np.memmap(path, dtype=dtype, mode="r", offset=series.dataoffset, shape=series.shape)
+            array = MappedArray(path, dtype, series.shape, series.dataoffset)
             tif.close()
         else:
             import zarr
@@ -142,7 +168,8 @@ def open_image(path, *, axes: str | None = None, in_channels: int = 1):
             raise InputFileError(path, f"not a readable zarr array ({type(err).__name__}: {err})") from err
     elif suffix == ".npy":
         try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            mm = np.load(path, mmap_mode="r", allow_pickle=False)
+            array = MappedArray(path, mm.dtype, mm.shape, mm.offset) if mm.flags.c_contiguous else mm
         except Exception as err:
             raise InputFileError(path, f"not a readable npy file ({type(err).__name__}: {err})") from err
     else:
