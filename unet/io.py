@@ -43,6 +43,10 @@ def atomic_path(path, *, overwrite: bool = False):
         raise UserError(f"{path}: cannot write here ({err.strerror or err})") from err
     os.close(fd)
     tmp = Path(tmp)
+    # mkstemp creates 0600; give the result the permissions a plain open() would
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -43,7 +43,7 @@ def run(args) -> int:
     t0 = time.time()
     cfg = load_config(CONFIG_DIR / "demo.yaml", overrides=overrides_from(args))
     print(f"[1/3] training a U-Net (width {cfg.model.unet.base_channels}, depth {cfg.model.unet.depth}) "
-          f"for {cfg.train.steps} steps on {len(cfg.data.train)} ISBI 2012 slices -> {out}")
+          f"for {cfg.train.steps} steps on ISBI 2012 slices {cfg.data.train} -> {out}")
     trainer = Trainer(cfg, out, overwrite=args.overwrite, quiet=args.quiet)
     trainer.fit()
     t_train = time.time() - t0

@@ -209,8 +209,8 @@ class Trainer:
         cw = self.cfg.loss.class_weights
         if cw == "auto":
             return [float(x) for x in D.class_weights_from(targets)]
-        if cw is None:
-            return None
+        if cw is None:  # no class balancing: w_c = 1 for both classes
+            return [1.0, 1.0]
         return [float(x) for x in cw]
 
     def _build_dataset(self, model):
