@@ -206,3 +206,30 @@ def test_real_lzw_tiff_and_png(shared_data, tmp_path, model):
         img = read_image(src)
         got = read(predict_file(model, src, tmp_path / f"{src.stem}.tif", tile_size=128, batch_size=4))
         np.testing.assert_array_equal(got, in_memory(model, img, tile_size=128, batch_size=4)[1])
+
+
+class _CountingArray:
+    """Array-like that records the size of every read (stands in for a zarr/TIFF store)."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.dtype, self.ndim = array, array.shape, array.dtype, array.ndim
+        self.reads = []
+
+    def __getitem__(self, index):
+        out = self.array[index]
+        self.reads.append(out.size)
+        return out
+
+
+def test_file_backed_images_are_read_a_band_of_tiles_at_a_time(model):
+    from unet.inference import ImageSource, make_grid, predict_strips
+
+    img = np.random.default_rng(0).random((300, 200)).astype(np.float32)
+    arr = _CountingArray(img)
+    source = ImageSource(arr, "YX")
+    grid = make_grid(model, source.plane_shape, tile_size=32)
+    strips = list(predict_strips(model.eval(), source, grid))
+    np.testing.assert_array_equal(np.concatenate([s for _, s in strips], axis=1), predict_tiled(model, img, tile_size=32))
+    band = grid.input[0] * 200  # one input tile high, the image wide
+    assert max(arr.reads) <= band < img.size / 3
+    assert sum(arr.reads) <= len(list(grid.origins(0))) * band  # each band read once

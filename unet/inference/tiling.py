@@ -442,9 +442,10 @@ class _Runner:
                 )
                 for ty, tx in chunk
             ])
-            x = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype)
-            y = _forward(self.model, x, tta=self.tta)[:, :, : g.kept[0], : g.kept[1]]
-            y = y.float().cpu().numpy()
+            with torch.inference_mode():
+                x = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype)
+                y = _forward(self.model, x, tta=self.tta)[:, :, : g.kept[0], : g.kept[1]]
+                y = y.float().cpu().numpy()
             for (ty, tx), pred in zip(chunk, y):
                 yield ty - g.kept_offset[0], tx - g.kept_offset[1], pred
             if self.progress is not None:
