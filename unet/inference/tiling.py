@@ -29,7 +29,6 @@ tiles are predicted and emitted as *strips* (:func:`predict_strips`).
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
