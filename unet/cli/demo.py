@@ -42,8 +42,9 @@ def run(args) -> int:
         raise UserError(f"{out}: holds a finished demo run; pass --overwrite to run it again, or --out elsewhere")
     t0 = time.time()
     cfg = load_config(CONFIG_DIR / "demo.yaml", overrides=overrides_from(args))
-    print(f"[1/3] training a U-Net (width {cfg.model.unet.base_channels}, depth {cfg.model.unet.depth}) "
-          f"for {cfg.train.steps} steps on ISBI 2012 slices {cfg.data.train} -> {out}")
+    arch = (f"U-Net (width {cfg.model.unet.base_channels}, depth {cfg.model.unet.depth})" if cfg.model.name == "unet"
+            else f"{cfg.model.name.upper()} (width {cfg.model.fcn.base_channels})")
+    print(f"[1/3] training a {arch} for {cfg.train.steps} steps on ISBI 2012 slices {cfg.data.train} -> {out}")
     trainer = Trainer(cfg, out, overwrite=args.overwrite, quiet=args.quiet)
     trainer.fit()
     t_train = time.time() - t0

@@ -293,7 +293,8 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.train.steps, initial=start, disable=self.quiet or not info.is_main,
+        # disable=None: tqdm turns itself off when stderr is not a terminal (logs stay readable)
+        bar = tqdm(total=cfg.train.steps, initial=start, disable=True if self.quiet or not info.is_main else None,
                    desc=f"train {cfg.experiment}", unit="step", dynamic_ncols=True, mininterval=1.0)
         metrics: dict = {}
         step = start
