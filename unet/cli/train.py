@@ -55,7 +55,7 @@ def register(sub):
 
 def run(args) -> int:
     from unet.checkpoint import read_checkpoint
-    from unet.training.config import load_config
+    from unet.training.config import flatten_config, load_config
     from unet.training.trainer import Trainer
 
     if args.resume and args.overwrite:
@@ -66,7 +66,7 @@ def run(args) -> int:
     if args.resume and (Path(args.out) / "last.pt").exists():
         # the run's own resolved config, so a resumed run trains exactly what it started; --set may extend it
         saved = read_checkpoint(Path(args.out) / "last.pt")["metadata"]["config"]
-        flat = _flatten(saved)
+        flat = flatten_config(saved)
         cfg = load_config(None, extra=flat, overrides=overrides)
     else:
         cfg = load_config(find_config(args.config), overrides=overrides)
@@ -78,12 +78,3 @@ def run(args) -> int:
         print(f"done: {args.out} ({shown})")
     return 0
 
-
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "normalize":
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

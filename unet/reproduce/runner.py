@@ -24,6 +24,7 @@ from pathlib import Path
 from unet.errors import UserError
 from unet.reproduce.experiment import Experiment, load_experiment
 from unet.reproduce.folds import Fold, check_no_leak, resolve_folds, select_folds
+from unet.training.config import flatten_config
 from unet.reproduce.report import PROTOCOL, check_comparisons, check_targets, git_commit, machine_info, summarize, write_report
 
 #: largest checkpoint copied into results/ (issue 7: each <= 10 MB)
@@ -36,19 +37,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "normalize":
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def config_key(cfg_dict: dict) -> str:
     """A hash of what a config trains (ignoring device, threads, workers, paths of the config file)."""
-    flat = {k: v for k, v in _flatten(cfg_dict).items() if k not in _RUNTIME_KEYS}
+    flat = {k: v for k, v in flatten_config(cfg_dict).items() if k not in _RUNTIME_KEYS}
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -73,17 +64,9 @@ def build_config(exp: Experiment, run, *, profile: str, overrides=(), fold: Fold
 
 
 def _pairs(cfg):
-    from unet.data import dataset_pairs
-    from unet.training.config import resolve_path
+    from unet.training.trainer import config_pairs
 
-    root = resolve_path(cfg, cfg.data.root)
-    if not root.exists():
-        raise UserError(f"{root}: data folder not found (data.root={cfg.data.root!r}; "
-                        f"see `unet data fetch {cfg.data.dataset} --dest DIR`)")
-    kw = {}
-    if cfg.data.dataset == "folder":
-        kw = {"images_dir": root / cfg.data.images, "masks_dir": root / cfg.data.masks}
-    return dataset_pairs(cfg.data.dataset, root, **kw)
+    return config_pairs(cfg)
 
 
 def _check_selection(cfg, pairs, fold: Fold):

@@ -225,7 +225,7 @@ def _coerce(hint, value, path, source):
 
 
 def _validate(cfg: Config, source: str) -> Config:
-    flat = _flatten(cfg.to_dict())
+    flat = flatten_config(cfg.to_dict())
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{source}: {key}={flat[key]!r} is not one of {', '.join(map(str, choices))}")
@@ -248,11 +248,12 @@ def _validate(cfg: Config, source: str) -> Config:
     return cfg
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten_config(d: dict, prefix: str = "") -> dict:
+    """``{"train": {"steps": 5}}`` -> ``{"train.steps": 5}`` (the normalisation settings stay one value)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict) and k != "normalize":
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten_config(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out

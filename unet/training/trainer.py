@@ -62,6 +62,23 @@ def select_pairs(pairs: list, spec, *, what: str) -> list:
     return chosen
 
 
+def config_pairs(cfg: Config) -> list:
+    """The image pairs of the dataset a config names; a missing folder is a clear error."""
+    from unet.data import dataset_pairs
+
+    root = resolve_path(cfg, cfg.data.root)
+    if not root.exists():
+        raise UserError(f"{root}: data folder not found (data.root={cfg.data.root!r}; "
+                        f"see `unet data fetch {cfg.data.dataset} --dest DIR`)")
+    kw = {}
+    if cfg.data.dataset == "folder":
+        kw = {"images_dir": root / cfg.data.images, "masks_dir": root / cfg.data.masks}
+    try:
+        return dataset_pairs(cfg.data.dataset, root, **kw)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(f"{root}: {err}") from err
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -184,17 +201,7 @@ class Trainer:
         from unet import data as D
 
         cfg = self.cfg
-        root = resolve_path(cfg, cfg.data.root)
-        if not root.exists():
-            raise UserError(f"{root}: data folder not found (data.root={cfg.data.root!r}; "
-                            f"see `unet data fetch {cfg.data.dataset} --dest DIR`)")
-        kw = {}
-        if cfg.data.dataset == "folder":
-            kw = {"images_dir": root / cfg.data.images, "masks_dir": root / cfg.data.masks}
-        try:
-            pairs = D.dataset_pairs(cfg.data.dataset, root, **kw)
-        except (FileNotFoundError, ValueError) as err:
-            raise UserError(f"{root}: {err}") from err
+        pairs = config_pairs(cfg)
         train_pairs = select_pairs(pairs, cfg.data.train, what="train")
         val_pairs = select_pairs(pairs, cfg.data.val, what="val")
         norm = dict(cfg.data.normalize)
