@@ -1,11 +1,9 @@
-import os
-
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import unet
-from unet.training.distributed import DistInfo, wrap_model
+from unet.training.distributed import DistInfo, shutdown, wrap_model
 from unet.training.loss import weighted_cross_entropy
 from unet.training.trainer import _StepSampler
 
@@ -21,10 +19,10 @@ def _batch():
     return x, y, w
 
 
-def _worker(rank, world, port, path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _worker(rank, world, store, path):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a file store instead of a TCP port: no collisions between concurrent test runs
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     torch.manual_seed(0)
     net = unet.create_model("unet", base_channels=2, depth=2, dropout=0.0)
     ddp = wrap_model(net, DistInfo(rank=rank, world_size=world), torch.device("cpu"))
@@ -33,13 +31,12 @@ def _worker(rank, world, port, path):
     weighted_cross_entropy(ddp(x[part]), y[part], w[part]).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in net.named_parameters()}, path)
-    dist.destroy_process_group()
+    shutdown(DistInfo(rank=rank, world_size=world))
 
 
 def test_ddp_gloo_gradients_equal_single_process(tmp_path):
     path = str(tmp_path / "grads.pt")
-    port = 29500 + os.getpid() % 1000
-    mp.spawn(_worker, args=(2, port, path), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "store"), path), nprocs=2, join=True)
     ddp_grads = torch.load(path, weights_only=True)
     torch.manual_seed(0)
     net = unet.create_model("unet", base_channels=2, depth=2, dropout=0.0)

@@ -57,5 +57,12 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown(info: DistInfo) -> None:
+    """Leave the process group once every process has got here.
+
+    Without the barrier a process that finishes first tears down its gloo
+    pairs while a peer still uses them, and the peer aborts (SIGABRT,
+    "terminate called without an active exception").
+    """
     if info.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
