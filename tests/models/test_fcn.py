@@ -86,3 +86,14 @@ def test_load_vgg16_state_dict(tmp_path):
     assert torch.equal(net.encoder.block5[4].weight, sd["features.28.weight"])
     assert torch.equal(net.fc6.weight.flatten(1), sd["classifier.0.weight"])
     assert torch.equal(net.fc7.weight.flatten(1), sd["classifier.3.weight"])
+
+
+def test_normalised_encoder_is_vgg16_bn_and_refuses_vgg16_weights():
+    net = unet.create_model("fcn8s", norm="batch", **SMALL)
+    bns = [m for m in net.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    convs = [m for m in net.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(bns) == len(convs) == 13 and all(c.bias is None for c in convs)
+    out = net.train()(torch.rand(2, 1, 40, 40))
+    assert out.shape == (2, 2, 40, 40)
+    with pytest.raises(ValueError, match="no normalisation"):
+        load_vgg16_encoder(net, {})

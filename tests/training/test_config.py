@@ -19,7 +19,7 @@ def test_file_and_overrides(tmp_path):
     cfg = load_config(p, overrides=["train.steps=7", "loss.class_weights=[1, 3]", "model.name=fcn8s"])
     assert cfg.train.steps == 7 and cfg.loss.class_weights == [1, 3]
     assert cfg.model.unet.base_channels == 8 and cfg.model.name == "fcn8s"
-    assert set(cfg.model_kwargs()) == {"in_channels", "num_classes", "base_channels", "fc_channels", "dropout"}
+    assert set(cfg.model_kwargs()) == {"in_channels", "num_classes", "base_channels", "fc_channels", "dropout", "norm"}
     out = save_config(cfg, tmp_path / "resolved.yaml")
     again = load_config(out)
     assert again.to_dict() == cfg.to_dict()

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 
 from unet.models import register_model
-from unet.models.layers import he_normal_
+from unet.models.layers import he_normal_, norm_layer
 
 VGG16_BLOCKS = (2, 2, 3, 3, 3)
 _TV_FEATURE_INDEX = {  # torchvision vgg16.features index of each conv
@@ -71,14 +71,19 @@ def _upsample(channels: int, stride: int) -> nn.ConvTranspose2d:
 
 
 class VGG16Encoder(nn.Module):
-    def __init__(self, in_channels: int, base_channels: int):
+    def __init__(self, in_channels: int, base_channels: int, norm: str | None = None):
         super().__init__()
+        self.norm = None if norm in (None, "none") else norm
         cin = in_channels
         for i, n in enumerate(VGG16_BLOCKS, start=1):
             cout = base_channels * 2 ** min(i - 1, 3)  # 64, 128, 256, 512, 512
             layers = []
             for _ in range(n):
-                layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
+                if self.norm is None:
+                    layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True)]
+                else:  # as VGG-16-BN: a normalisation after every convolution
+                    layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), norm_layer(self.norm, cout),
+                               nn.ReLU(inplace=True)]
                 cin = cout
             setattr(self, f"block{i}", nn.Sequential(*layers))
         self.out_channels = cin
@@ -108,12 +113,16 @@ class FCN(nn.Module):
         Channels of fc6/fc7 (VGG-16: 4096).
     dropout : float
         Dropout after fc6 and fc7 (VGG-16: 0.5).
+    norm : {None, "batch", "instance", "group"}
+        Normalisation after every encoder convolution (VGG-16: none; VGG-16-BN:
+        batch), as ``norm`` of :class:`unet.models.unet.UNet`.
     """
 
     padding = "same"  # any input size; output cropped to the input
 
     def __init__(self, *, variant: int = 8, in_channels: int = 1, num_classes: int = 2,
-                 base_channels: int = 64, fc_channels: int = 4096, dropout: float = 0.5):
+                 base_channels: int = 64, fc_channels: int = 4096, dropout: float = 0.5,
+                 norm: str | None = None):
         super().__init__()
         if variant not in (8, 16, 32):
             raise ValueError(f"variant must be 8, 16 or 32, got {variant}")
@@ -121,7 +130,7 @@ class FCN(nn.Module):
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.depth = 5
-        self.encoder = VGG16Encoder(in_channels, base_channels)
+        self.encoder = VGG16Encoder(in_channels, base_channels, norm)
         c5 = self.encoder.out_channels
         self.fc6 = nn.Conv2d(c5, fc_channels, 7, padding=3)
         self.fc7 = nn.Conv2d(fc_channels, fc_channels, 1)
@@ -167,6 +176,9 @@ def load_vgg16_encoder(model: FCN, state_dict_or_path) -> FCN:
     The file is read with ``torch.load(weights_only=True)``: nothing in it is executed.
     See the module docstring for the key mapping.
     """
+    if model.encoder.norm is not None:
+        raise ValueError(f"VGG-16 weights have no normalisation layers; build the FCN with norm=None, "
+                         f"not {model.encoder.norm!r}")
     sd = state_dict_or_path
     if not isinstance(sd, dict):
         sd = torch.load(sd, map_location="cpu", weights_only=True)

@@ -229,6 +229,7 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
     chosen_runs = exp.runs if not runs else [exp.run(r.strip()) for r in
                                               (runs.split(",") if isinstance(runs, str) else runs)]
     started, t_start = _now(), time.perf_counter()
+    git = git_commit()  # the code that trains, not whatever is checked out when the last fold ends
 
     # the folds come from the data the runs train on; every run must see the same images
     base_cfgs = {r.name: build_config(exp, r, profile=profile, overrides=overrides) for r in chosen_runs}
@@ -296,7 +297,7 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
         "targets": check_targets(exp.targets, summaries, exp.variants),
         "comparisons": check_comparisons(exp.compare, summaries, exp.metrics, exp.variants),
         "protocol": PROTOCOL, "notes": exp.notes,
-        "command": command, "git": git_commit(), "machine": machine_info(device),
+        "command": command, "git": git, "machine": machine_info(device),
         "started": started, "finished": _now(), "wall_seconds": round(time.perf_counter() - t_start, 1),
         "runs_dir": str(runs_dir),
     }

@@ -54,6 +54,7 @@ class FCNConfig:
     base_channels: int = 64  # VGG-16
     fc_channels: int = 4096  # VGG-16 fc6/fc7
     dropout: float = 0.5  # VGG-16
+    norm: Optional[str] = None  # VGG-16: none (VGG-16-BN: batch)
 
 
 @dataclass
@@ -166,6 +167,7 @@ CHOICES = {
     "model.name": ("unet", "fcn32s", "fcn16s", "fcn8s"),
     "model.unet.padding": ("valid", "same"),
     "model.unet.norm": (None, "batch", "instance", "group"),
+    "model.fcn.norm": (None, "batch", "instance", "group"),
     "model.unet.upsampling": ("transposed", "bilinear"),
     "loss.name": ("weighted_ce", "ce", "dice", "ce_dice"),
     "optim.name": ("sgd", "adam", "adamw"),
