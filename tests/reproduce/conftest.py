@@ -49,3 +49,9 @@ def write_tiny_experiment(path: Path, data_root: Path, **extra) -> Path:
 def make_tiny_experiment():
     """:func:`write_tiny_experiment`, as a fixture (test modules need not import conftest)."""
     return write_tiny_experiment
+
+
+@pytest.fixture(scope="session")
+def tiny_settings():
+    """The repository root and :data:`TINY` (test modules need not import conftest)."""
+    return REPO, dict(TINY)

@@ -10,6 +10,7 @@ from unet.data import ImagePair
 from unet.errors import UserError
 from unet.reproduce import (
     check_no_leak,
+    choose_seed_threshold,
     check_targets,
     contiguous_folds,
     fold_metrics,
@@ -134,6 +135,19 @@ def test_seg_counts_separated_touching_cells_as_two():
     assert fold_metrics("seg", [separated], [gt])["seg"] == pytest.approx(17 / 18)
     # merged: one component covers both cells, Jaccard = |R| / |R1 u R2| = 1/2 for each
     assert fold_metrics("seg", [merged], [gt])["seg"] == pytest.approx(0.5)
+
+
+def test_watershed_seg_divides_weak_borders_and_its_seed_is_chosen_on_training_images():
+    gt = np.zeros((20, 40), np.int32)
+    gt[2:18, 2:20] = 1
+    gt[2:18, 20:38] = 2
+    prob = np.where(gt > 0, 0.97, 0.02)
+    prob[2:18, 19:21] = 0.75  # a weak border: above the mask threshold and above a 0.7 seed threshold
+    m = fold_metrics("seg", [prob], [gt], seed_threshold=0.9)
+    assert m["seg"] == pytest.approx(0.5) and m["seg_watershed"] > 0.9 and m["seed_threshold"] == 0.9
+    # seeds at 0.6 or 0.7 join the two cores through the border; 0.8 and up separate them
+    best, scores = choose_seed_threshold([prob], [gt], grid=(0.6, 0.7, 0.8, 0.9))
+    assert best == 0.8 and scores[0.6] == pytest.approx(0.5) and scores[0.8] == scores[0.9] > 0.9
 
 
 # ---------------------------------------------------------------------- targets, report

@@ -22,14 +22,14 @@ from unet.reproduce.experiment import (  # noqa: F401
     load_experiment,
 )
 from unet.reproduce.folds import Fold, check_no_leak, contiguous_folds, resolve_folds  # noqa: F401
-from unet.reproduce.evaluate import evaluate_fold, fold_metrics, instance_labels  # noqa: F401
+from unet.reproduce.evaluate import choose_seed_threshold, evaluate_fold, fold_metrics  # noqa: F401
 from unet.reproduce.report import check_targets, render_markdown, summarize, write_report  # noqa: F401
 from unet.reproduce.runner import run_experiment  # noqa: F401
 
 __all__ = [
     "EXPERIMENT_DIR", "Experiment", "Run", "list_experiments", "load_experiment",
     "Fold", "check_no_leak", "contiguous_folds", "resolve_folds",
-    "evaluate_fold", "fold_metrics", "instance_labels",
+    "evaluate_fold", "fold_metrics", "choose_seed_threshold",
     "check_targets", "render_markdown", "summarize", "write_report",
     "run_experiment",
 ]

@@ -14,27 +14,39 @@ import numpy as np
 from unet.reproduce.experiment import METRICS
 
 
-def instance_labels(prob: np.ndarray, *, threshold: float = 0.5, min_size: int = 0) -> np.ndarray:
-    """Cells of a probability map: 4-connected components of ``prob > threshold``.
+#: seed thresholds tried on a fold's training images (:func:`choose_seed_threshold`)
+SEED_GRID = (0.6, 0.7, 0.8, 0.9, 0.95)
 
-    The paper's loss puts background between touching cells (Sec. 3, Fig. 3),
-    so components of the thresholded map are the cell instances, as in the
-    trainer's SEG validation (:func:`unet.training.trainer.evaluate_predictions`).
+
+def _seg(labels, preds) -> float:
+    """SEG pooled over every ground-truth object of all frames (frames may differ in size)."""
+    from unet import metrics as M
+
+    if len({g.shape for g in labels}) == 1:
+        return float(M.seg_score(np.stack(labels), np.stack(preds)))
+    jac = [j for g, r in zip(labels, preds) for _, _, j in M.seg_jaccards(g[None], r[None])]
+    return float(sum(jac) / len(jac))
+
+
+def choose_seed_threshold(probs, labels, *, grid=SEED_GRID, min_size: int = 0) -> tuple[float, dict]:
+    """The seed threshold of the seeded watershed with the best SEG on these (training) images.
+
+    Returns the threshold and ``{threshold: SEG}`` for every one tried. Ties go
+    to the first in ``grid``.
     """
-    from skimage.measure import label
-    from skimage.morphology import remove_small_objects
+    from unet.inference.labels import cell_instances
 
-    lab = label(np.asarray(prob) > threshold, connectivity=1)
-    if min_size > 0:
-        lab = label(remove_small_objects(lab, min_size) > 0, connectivity=1)
-    return lab.astype(np.int32)
+    labels = [np.asarray(g) for g in labels]
+    scores = {float(t): _seg(labels, [cell_instances(p, seed_threshold=t, min_size=min_size) for p in probs])
+              for t in grid}
+    return max(scores, key=lambda t: (scores[t], -list(scores).index(t))), scores
 
 
 def prediction_path(out_dir, variant: str, name: str) -> Path:
     return Path(out_dir) / "predictions" / variant / (str(name).replace("/", "_") + ".tif")
 
 
-def fold_metrics(kind: str, probs, labels, *, min_size: int = 0) -> dict:
+def fold_metrics(kind: str, probs, labels, *, min_size: int = 0, seed_threshold: float | None = None) -> dict:
     """Challenge measures of one held-out fold.
 
     Parameters
@@ -50,6 +62,13 @@ def fold_metrics(kind: str, probs, labels, *, min_size: int = 0) -> dict:
         Cell probabilities (1 = cell), one per held-out image.
     labels : sequence of (H, W) int arrays
         Instance labels of the same images (0 = background / membrane).
+    min_size : int
+        ``"seg"``: predicted cells smaller than this are dropped.
+    seed_threshold : float, optional
+        ``"seg"``: seed threshold of the seeded watershed behind
+        ``seg_watershed`` (default :data:`unet.inference.labels.SEED_THRESHOLD`);
+        ``seg`` uses the paper's instances, the connected components of
+        ``prob > 0.5`` (:func:`unet.inference.cell_instances`).
     """
     from unet import metrics as M
 
@@ -62,17 +81,18 @@ def fold_metrics(kind: str, probs, labels, *, min_size: int = 0) -> dict:
             "pixel_threshold": r["pixel_threshold"], "rand_threshold": r["rand_threshold"],
             "warping_threshold": r["warping_threshold"]}
     if kind == "seg":
-        preds = [instance_labels(p, min_size=min_size) for p in probs]
-        if len({g.shape for g in labels}) == 1:
-            return {"seg": float(M.seg_score(np.stack(labels), np.stack(preds)))}
-        # frames of different sizes: pool the per-object Jaccard indices by hand, exactly as seg_score does
-        jac = [j for g, r in zip(labels, preds) for _, _, j in M.seg_jaccards(g[None], r[None])]
-        return {"seg": float(sum(jac) / len(jac))}
+        from unet.inference.labels import SEED_THRESHOLD, cell_instances
+
+        seed = SEED_THRESHOLD if seed_threshold is None else float(seed_threshold)
+        return {"seg": _seg(labels, [cell_instances(p, min_size=min_size) for p in probs]),
+                "seg_watershed": _seg(labels, [cell_instances(p, seed_threshold=seed, min_size=min_size)
+                                               for p in probs]),
+                "seed_threshold": seed}
     raise ValueError(f"unknown evaluation kind {kind!r}")
 
 
 def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",), tile_size=None, device=None,
-                  min_size: int = 0, progress: bool = False) -> dict:
+                  min_size: int = 0, train_pairs=None, progress: bool = False) -> dict:
     """Predict ``pairs`` with ``checkpoint`` (overlap-tile, paper Fig. 2), save, score.
 
     Parameters
@@ -90,11 +110,17 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
         the input data" for ISBI 2012).
     tile_size : int, optional
         Output tile of the overlap-tile prediction (default: from the memory budget).
+    train_pairs : list of ImagePair, optional
+        ``kind="seg"``: the fold's training images. The seed threshold of the
+        seeded watershed is chosen on them (:func:`choose_seed_threshold`,
+        plain predictions) and then applied to the held-out images, so it is
+        never tuned on the test fold.
 
     Returns
     -------
     dict
-        ``{variant: {metric: value}}``.
+        ``{variant: {metric: value}}``; with ``train_pairs`` also
+        ``{"seed_selection": {"threshold": t, "train_seg_watershed": {t: SEG}}}``.
     """
     import torch
 
@@ -108,16 +134,27 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
     from unet.data import DEFAULT_NORMALIZE
 
     # the checkpoint's own normalisation (as in training); the package default for older checkpoints
-    samples = [load_sample(p, normalize=meta.get("normalize") or DEFAULT_NORMALIZE) for p in pairs]
-    out = {}
-    for variant in variants:
+    norm = meta.get("normalize") or DEFAULT_NORMALIZE
+
+    def predict(samples, variant, folder):
         probs = []
         for s in samples:
             img = s.image[0] if s.image.shape[0] == 1 else s.image
             prob = predict_tiled(model, img, tile_size=tile_size, tta=variant == "tta", device=device,
                                  progress=progress)[1].astype(np.float32)
-            path = prediction_path(out_dir, variant, s.name)
+            path = prediction_path(out_dir, folder, s.name)
             write_image(path, prob, overwrite=True)
             probs.append(read_image(path))  # score what was saved
-        out[variant] = fold_metrics(kind, probs, [s.labels for s in samples], min_size=min_size)
+        return probs
+
+    out, seed = {}, None
+    if kind == "seg" and train_pairs:
+        train = [load_sample(p, normalize=norm) for p in train_pairs]
+        seed, scores = choose_seed_threshold(predict(train, "plain", "train"), [s.labels for s in train],
+                                             min_size=min_size)
+        out["seed_selection"] = {"threshold": seed, "train_seg_watershed": {str(t): v for t, v in scores.items()}}
+    samples = [load_sample(p, normalize=norm) for p in pairs]
+    for variant in variants:
+        out[variant] = fold_metrics(kind, predict(samples, variant, variant), [s.labels for s in samples],
+                                    min_size=min_size, seed_threshold=seed)
     return out

@@ -22,7 +22,7 @@ from unet.reproduce.experiment import LOWER_IS_BETTER
 
 REPO = Path(__file__).resolve().parents[2]
 METRIC_TITLES = {"warping_error": "warping error", "rand_error": "Rand error", "pixel_error": "pixel error",
-                 "seg": "SEG"}
+                 "seg": "SEG", "seg_watershed": "SEG, watershed"}
 PROTOCOL = (
     "Held-out images never influence training: inside a fold the trainer has no validation set "
     "(`data.val: none`), so no checkpoint, step count or threshold is chosen on them; each run is "
@@ -168,6 +168,13 @@ def render_markdown(report: dict) -> str:
     for row in report["paper"]:
         cells = [_fmt(row[m], m) if isinstance(row.get(m), (int, float)) else "-" for m in metrics]
         lines.append(f"| {row['name']} | {row.get('tta', '-')} | " + " | ".join(cells) + f" | {row.get('note', '')} |")
+    seeds = [f"{run['name']} {fold}: {r['metrics']['seed_selection']['threshold']:g}"
+             for run in report["runs"] for fold, r in run["folds"].items() if "seed_selection" in r["metrics"]]
+    if seeds:
+        lines += ["", "SEG uses the paper's instances, the connected components of probability > 0.5; "
+                      "\"SEG, watershed\" uses a seeded watershed (`unet.inference.cell_instances`) whose seed "
+                      "threshold was chosen on each fold's training frames, never on its test frames: "
+                  + "; ".join(seeds) + "."]
     lines += ["", f"Ours: mean ± sample standard deviation over {report['n_folds']} fold(s) "
                   f"({', '.join(f['name'] for f in report['folds'])}). "
                   + ("Lower is better for every error. " if report["kind"] == "isbi" else "Higher SEG is better. ")

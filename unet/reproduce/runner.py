@@ -81,8 +81,13 @@ def _check_selection(cfg, pairs, fold: Fold):
 
 
 def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=False, overwrite=False,
-             quiet=False) -> dict:
-    """Train ``cfg`` on the fold (or resume / reuse it), predict the held-out images, score them."""
+             quiet=False, train_pairs=None) -> dict:
+    """Train ``cfg`` on the fold (or resume / reuse it), predict the held-out images, score them.
+
+    With ``resume``, a finished fold is reused as it is, unless its result
+    lacks a measure the evaluation now reports: then its final checkpoint is
+    scored again (the training time of the result is kept).
+    """
     from unet.checkpoint import read_checkpoint
     from unet.io import write_text_atomic
     from unet.reproduce.evaluate import evaluate_fold
@@ -105,6 +110,16 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
         if res.get("config_key") != key:
             raise UserError(f"{fold_dir}: was trained with another config; pass --overwrite to retrain it")
         res["reused"] = True
+        have = {m for v in exp.variants for m in res["metrics"].get(v, {})}
+        if set(exp.metrics) <= have:
+            return res
+        t1 = time.perf_counter()
+        res["metrics"] = evaluate_fold(last, test_pairs, fold_dir, kind=exp.evaluation["kind"],
+                                       variants=exp.variants, tile_size=cfg.eval.tile_size,
+                                       device=pick_device(cfg.train.device), min_size=cfg.eval.min_size,
+                                       train_pairs=train_pairs)
+        res.update(eval_seconds=round(time.perf_counter() - t1, 1), rescored=_now())
+        write_text_atomic(result_path, json.dumps(res, indent=2) + "\n", overwrite=True)
         return res
     t0 = time.perf_counter()
     resumed = False
@@ -125,7 +140,7 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
         raise UserError(f"{last}: stopped at step {step} of {cfg.train.steps}")
     metrics = evaluate_fold(last, test_pairs, fold_dir, kind=exp.evaluation["kind"], variants=exp.variants,
                             tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device),
-                            min_size=cfg.eval.min_size)
+                            min_size=cfg.eval.min_size, train_pairs=train_pairs)
     t2 = time.perf_counter()
     res = {"fold": fold.name, "train": list(fold.train), "test": list(fold.test), "metrics": metrics,
            "steps": step, "seed": cfg.seed, "config_key": key, "resumed": resumed,
@@ -251,7 +266,8 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
             if not quiet:
                 print(f"[{exp.name}] {run.name} / {fold.name}: {fold.description}", flush=True)
             res = run_fold(exp, cfg, fold, [by_name[n] for n in fold.test], runs_dir / run.name / fold.name,
-                           resume=resume, overwrite=overwrite, quiet=quiet)
+                           resume=resume, overwrite=overwrite, quiet=quiet,
+                           train_pairs=[by_name[n] for n in fold.train])
             dst = out / "checkpoints" / f"{run.name}-{fold.name.replace('>', '').replace('/', '_')}.pt"
             copied = copy_checkpoint(res["checkpoint_path"], dst, note={
                 "experiment": exp.name, "run": run.name, "fold": fold.name, "profile": profile,

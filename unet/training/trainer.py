@@ -481,17 +481,6 @@ def _better(value, best, mode) -> bool:
     return value > best if mode == "max" else value < best
 
 
-def _components(mask: np.ndarray, min_size: int) -> np.ndarray:
-    """Instances as 4-connected components of a binary mask (the paper's separation borders make them cells)."""
-    from skimage.measure import label
-    from skimage.morphology import remove_small_objects
-
-    lab = label(mask, connectivity=1)
-    if min_size > 0:
-        lab = label(remove_small_objects(lab, min_size) > 0, connectivity=1)
-    return lab.astype(np.int32)
-
-
 def evaluate_predictions(probs, gts, instances=None, *, metrics=("iou", "pixel"), min_size: int = 0,
                          threshold: float = 0.5) -> dict:
     """Metrics of foreground probability maps against binary targets (0 bg, 1 cell, 255 ignore).
@@ -528,7 +517,9 @@ def evaluate_predictions(probs, gts, instances=None, *, metrics=("iou", "pixel")
     if "warping" in metrics:
         out["warping_error"] = isbi(M.warping_error)
     if "seg" in metrics and instances is not None:
-        preds = [_components(p > threshold, min_size) for p in probs]
+        from unet.inference.labels import cell_instances
+
+        preds = [cell_instances(p, threshold=threshold, min_size=min_size) for p in probs]
         # pooled over all ground-truth objects of all frames, as the challenge does; frames
         # without annotated objects contribute nothing
         jac = [j for g, r in zip(instances, preds) if g.any() for *_, j in M.seg_jaccards(g[None], r[None])]
