@@ -143,3 +143,21 @@ def test_seg_with_binary_prediction_uses_connected_components(tmp_path, capsys):
     assert main(["evaluate", pred_path, gt_path, "--metric", "seg", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["images"][0]["seg"] == 1.0
     assert "connected components" in capsys.readouterr().out
+
+
+def test_seg_of_a_probability_map_components_or_seeded_watershed(tmp_path, capsys):
+    gt = np.zeros((20, 40), np.uint16)
+    gt[2:18, 2:20], gt[2:18, 20:38] = 1, 2  # two touching cells
+    prob = np.where(gt > 0, 0.97, 0.02).astype(np.float32)
+    prob[2:18, 19:21] = 0.6  # a weak border between them
+    pred_path, gt_path = _write_pair(tmp_path, gt, prob)
+    out = tmp_path / "seg.json"
+    assert main(["evaluate", pred_path, gt_path, "--metric", "seg", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["images"][0]["seg"] == pytest.approx(0.5)  # merged
+    assert "components of > 0.5" in capsys.readouterr().out
+    assert main(["evaluate", pred_path, gt_path, "--metric", "seg", "--json", str(out), "--overwrite",
+                 "--seed-threshold", "0.9"]) == 0
+    assert json.loads(out.read_text())["images"][0]["seg"] > 0.9
+    assert "seeded watershed" in capsys.readouterr().out
+    assert main(["evaluate", pred_path, gt_path, "--metric", "seg", "--seed-threshold", "0.2"]) == 2
+    assert "--seed-threshold" in capsys.readouterr().err

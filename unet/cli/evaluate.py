@@ -13,9 +13,12 @@ binary, ``seg`` when it holds instance labels):
   (:func:`unet.metrics.isbi_errors`).  GT: 0 = membrane, >0 = cell (ISBI PNGs
   are 0/255).  PRED: cell probability in [0, 1]; 8-bit images (0..255) are
   divided by 255.  A stack is scored as one volume (counts summed over slices).
-* ``seg``: Cell Tracking Challenge SEG (:func:`unet.metrics.seg_score`).  GT and
-  PRED: instance labels; a binary PRED mask is split into its face-connected
-  components (4-connected in 2-D), frame by frame.
+* ``seg``: Cell Tracking Challenge SEG (:func:`unet.metrics.seg_score`).  GT:
+  instance labels.  PRED: instance labels; a binary mask is split into its
+  face-connected components (4-connected in 2-D), frame by frame; a
+  probability map (floating point) into the cells of
+  :func:`unet.inference.cell_instances`: components of ``> 0.5``, or with
+  ``--seed-threshold T`` a seeded watershed, frame by frame.
 * ``iou``: foreground intersection over union (:func:`unet.metrics.iou`);
   probability maps are thresholded at 0.5.
 """
@@ -46,6 +49,9 @@ def register(sub):
     p.add_argument("--metric", action="extend", type=_metric_list, default=None, metavar="{isbi,seg,iou}",
                    help="metric(s) to compute: repeat the option or separate by commas, e.g. --metric isbi,iou "
                         "(default: isbi for binary GT, seg for instance GT)")
+    p.add_argument("--seed-threshold", type=float, default=None, metavar="T",
+                   help="seg of a probability map: cells by seeded watershed from the cores > T "
+                        "(default: connected components of > 0.5)")
     p.add_argument("--json", default=None, metavar="OUT.json", help="also write per-image values and the mean as JSON")
     p.add_argument("--csv", default=None, metavar="OUT.csv", help="also write per-image values and the mean as CSV")
     p.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
@@ -185,7 +191,8 @@ def _is_binary(arr) -> bool:
 # ---------------------------------------------------------------- scoring
 
 
-def score_pair(pred_arr, gt_arr, metrics, pred_path: Path, gt_path: Path) -> tuple[dict, list[str]]:
+def score_pair(pred_arr, gt_arr, metrics, pred_path: Path, gt_path: Path, *,
+               seed_threshold: float | None = None) -> tuple[dict, list[str]]:
     """Compute the requested metrics for one (prediction, ground truth) pair."""
     import numpy as np
     from scipy import ndimage
@@ -208,8 +215,19 @@ def score_pair(pred_arr, gt_arr, metrics, pred_path: Path, gt_path: Path) -> tup
         if "seg" in metrics:
             res = pred_arr
             if np.issubdtype(res.dtype, np.floating):
-                raise InputFileError(pred_path, "SEG needs instance labels (integers), got a floating-point image")
-            if _is_binary(res):
+                from unet.inference.labels import cell_instances
+
+                prob = proposal_in_unit_range(res, pred_path)
+                frames = prob.reshape(-1, *prob.shape[-2:])
+                try:
+                    res = np.stack([cell_instances(f, seed_threshold=seed_threshold) for f in frames])
+                except ValueError as err:
+                    raise UserError(f"--seed-threshold: {err}") from err
+                res = res.reshape(prob.shape)
+                how = "components of > 0.5" if seed_threshold is None else \
+                    f"seeded watershed from cores > {seed_threshold:g}"
+                notes.append(f"{pred_path.name}: probability map, cells = {how}")
+            elif _is_binary(res):
                 structure = ndimage.generate_binary_structure(res.ndim, 1)
                 if res.ndim >= 3:  # frames (axis 0) are independent: no connectivity across them
                     structure[0] = structure[2] = False
@@ -294,7 +312,8 @@ def run(args) -> int:
         pred_arr = _load(pred_path, pred_slice, cache)
         if metrics is None:
             metrics = _default_metrics(gt_arr)
-        values, pair_notes = score_pair(pred_arr, gt_arr, metrics, pred_path, gt_path)
+        values, pair_notes = score_pair(pred_arr, gt_arr, metrics, pred_path, gt_path,
+                                        seed_threshold=args.seed_threshold)
         notes.extend(pair_notes)
         rows.append({"name": name, "pred": str(pred_path), "gt": str(gt_path), **values})
     columns = _table_columns(metrics)
