@@ -74,3 +74,5 @@ def test_resume_rescores_a_finished_fold_that_lacks_a_measure(finished):
     assert new["metrics"]["plain"] == pytest.approx(old["metrics"]["plain"])
     report = json.loads((finished["out"] / "report.json").read_text())
     assert report["runs"][0]["summary"]["plain"]["seg_watershed"]["n"] == 1
+    md = (finished["out"] / "report.md").read_text()
+    assert "1 of 1 trainings were finished by earlier invocations and reused (1 of them scored again" in md

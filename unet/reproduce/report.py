@@ -200,6 +200,13 @@ def render_markdown(report: dict) -> str:
     lines.append(f"- machine: {m['platform']}, {m['cpu_count']} CPU(s), torch {m['torch']}, device {m['device']}"
                  + (f" ({m['gpu']})" if m.get("gpu") else ""))
     lines.append(f"- started {report['started']}, finished {report['finished']}, wall time {_hms(report['wall_seconds'])}")
+    folds = [f for run in report["runs"] for f in run["folds"].values()]
+    reused = [f for f in folds if f.get("reused")]
+    if reused:
+        rescored = sum(1 for f in reused if f.get("rescored"))
+        lines.append(f"- {len(reused)} of {len(folds)} trainings were finished by earlier invocations and reused"
+                     + (f" ({rescored} of them scored again with the current evaluation)" if rescored else "")
+                     + f"; all trainings and evaluations together: {_hms(sum(r['wall_seconds'] for r in report['runs']))}")
     lines += ["", "| run | model | steps | seed | wall time (train + predict) | checkpoints |", "|---|---|---|---|---|---|"]
     for run in report["runs"]:
         cks = ", ".join(f"[{Path(f['checkpoint']).name}]({f['checkpoint']})" if f.get("checkpoint") else
