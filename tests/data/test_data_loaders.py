@@ -154,3 +154,18 @@ def test_clear_errors(tmp_path):
     with pytest.raises(UserError, match="unknown dataset"):
         dataset_pairs("mnist", tmp_path)
     assert isinstance(ImagePair(tmp_path, None, "x").partial, bool)
+
+
+def test_meanstd_normalisation_aligns_the_two_dic_hela_sequences(shared_data):
+    from unet.data import dataset_pairs, load_sample
+
+    pairs = {p.name: p for p in dataset_pairs("dic-hela", shared_data / "dic-hela")}
+    means = {}
+    for mode in ("percentile", "meanstd"):
+        imgs = {seq: load_sample(pairs[f"{seq}/{t}"], normalize={"mode": mode}).image[0]
+                for seq, t in (("01", "t021"), ("02", "t006"))}
+        means[mode] = {seq: float(im.mean()) for seq, im in imgs.items()}
+        if mode == "meanstd":
+            for im in imgs.values():
+                assert im.mean() == pytest.approx(0.5, abs=1e-4) and im.std() == pytest.approx(1 / 6, rel=1e-3)
+    assert abs(means["percentile"]["01"] - means["percentile"]["02"]) > 0.05  # the shift it removes
