@@ -38,7 +38,6 @@ def label_instances(mask: np.ndarray, *, min_size: int = 0) -> np.ndarray:
     return lab.astype(np.uint32, copy=False)
 
 
-
 #: seed threshold of :func:`cell_instances` when none is chosen on training images
 SEED_THRESHOLD = 0.9
 

@@ -98,6 +98,11 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
     last = fold_dir / "last.pt"
     key = config_key(cfg.to_dict())
     hint = "pass --resume to keep finished work and continue, or --overwrite to start over"
+
+    def score():
+        return evaluate_fold(last, test_pairs, fold_dir, kind=exp.evaluation["kind"], variants=exp.variants,
+                             tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device),
+                             min_size=cfg.eval.min_size, train_pairs=train_pairs)
     if overwrite and fold_dir.exists():
         marks = ("config.yaml", "last.pt", "result.json", "log.csv", "predictions")
         if any(fold_dir.iterdir()) and not any((fold_dir / m).exists() for m in marks):
@@ -114,10 +119,7 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
         if set(exp.metrics) <= have:
             return res
         t1 = time.perf_counter()
-        res["metrics"] = evaluate_fold(last, test_pairs, fold_dir, kind=exp.evaluation["kind"],
-                                       variants=exp.variants, tile_size=cfg.eval.tile_size,
-                                       device=pick_device(cfg.train.device), min_size=cfg.eval.min_size,
-                                       train_pairs=train_pairs)
+        res["metrics"] = score()
         res.update(eval_seconds=round(time.perf_counter() - t1, 1), rescored=_now())
         write_text_atomic(result_path, json.dumps(res, indent=2) + "\n", overwrite=True)
         return res
@@ -138,9 +140,7 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
     step = int(read_checkpoint(last)["step"])
     if step != cfg.train.steps:
         raise UserError(f"{last}: stopped at step {step} of {cfg.train.steps}")
-    metrics = evaluate_fold(last, test_pairs, fold_dir, kind=exp.evaluation["kind"], variants=exp.variants,
-                            tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device),
-                            min_size=cfg.eval.min_size, train_pairs=train_pairs)
+    metrics = score()
     t2 = time.perf_counter()
     res = {"fold": fold.name, "train": list(fold.train), "test": list(fold.test), "metrics": metrics,
            "steps": step, "seed": cfg.seed, "config_key": key, "resumed": resumed,
