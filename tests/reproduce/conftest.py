@@ -2,26 +2,16 @@
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import skimage.io
 
 REPO = Path(__file__).resolve().parents[2]
 CROP = (slice(150, 246), slice(180, 276))  # 96 x 96 px of each slice
 
 
 @pytest.fixture(scope="session")
-def tiny_isbi_stack(tmp_path_factory, shared_data) -> Path:
+def tiny_isbi_stack(isbi_crops) -> Path:
     """Six real 96x96 ISBI 2012 crops (slices 0-5) as a folder dataset: images/sN.png, masks/sN.png."""
-    root = tmp_path_factory.mktemp("tiny_isbi_stack")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    for i in range(6):
-        img = skimage.io.imread(shared_data / "isbi2012/train/images" / f"{i}.png")
-        lab = skimage.io.imread(shared_data / "isbi2012/train/labels" / f"{i}.png")
-        skimage.io.imsave(root / "images" / f"s{i}.png", np.ascontiguousarray(img[CROP]), check_contrast=False)
-        skimage.io.imsave(root / "masks" / f"s{i}.png", np.ascontiguousarray(lab[CROP]), check_contrast=False)
-    return root
+    return isbi_crops("tiny_isbi_stack", 6, CROP)
 
 
 TINY = {  # a few seconds per training on 2 cores

@@ -84,6 +84,27 @@ def test_report_shows_paper_numbers_targets_and_provenance(finished):
         assert all(f["seed"] == 0 for f in run["folds"].values())
 
 
+def test_report_figure_shows_each_folds_middle_test_image_and_the_saved_predictions(finished):
+    from unet.data import ImagePair
+    from unet.reproduce.figures import comparison_rows
+    from unet.reproduce.folds import Fold
+
+    rep, out, data = finished["report"], finished["out"], finished["data"]
+    assert rep["figure"] == "comparison.png" and (out / "comparison.png").is_file()
+    assert "![one held-out image per fold](comparison.png)" in finished["md"]
+    by_name = {n: ImagePair(data / "images" / f"{n}.png", data / "masks" / f"{n}.png", n) for n in ("s1", "s3")}
+    folds = [Fold(f["name"], tuple(f["train"]), tuple(f["test"])) for f in rep["folds"]]
+    rows = comparison_rows(folds, rep["runs"], by_name, variant="tta")
+    assert [r["title"] for r in rows] == ["fold1: s1 (tta)", "fold2: s3 (tta)"]
+    for row, fold in zip(rows, ("fold1", "fold2")):
+        assert [label for label, _ in row["predictions"]] == ["U-Net", "FCN-8s"]
+        name = row["title"].split(": ")[1].split(" ")[0]
+        for (label, prob), run in zip(row["predictions"], ("unet", "fcn8s")):
+            saved = read_image(finished["runs"] / run / fold / "predictions" / "tta" / f"{name}.tif")
+            np.testing.assert_array_equal(prob, saved)
+        np.testing.assert_array_equal(row["labels"] > 0, skimage.io.imread(data / "masks" / f"{name}.png") > 0)
+
+
 def test_protocol_no_validation_on_held_out_images_and_final_checkpoint(finished):
     rep, runs = finished["report"], finished["runs"]
     for run in rep["runs"]:

@@ -1,24 +1,12 @@
 from pathlib import Path
 
-import numpy as np
 import pytest
-import skimage.io
 
 
 @pytest.fixture(scope="session")
-def tiny_isbi(tmp_path_factory, shared_data) -> Path:
+def tiny_isbi(isbi_crops) -> Path:
     """A folder dataset of four real 96x96 ISBI 2012 crops (images/ + masks/)."""
-    root = tmp_path_factory.mktemp("tiny_isbi")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    for i in range(4):
-        img = skimage.io.imread(shared_data / "isbi2012/train/images" / f"{i}.png")
-        lab = skimage.io.imread(shared_data / "isbi2012/train/labels" / f"{i}.png")
-        skimage.io.imsave(root / "images" / f"s{i}.png", np.ascontiguousarray(img[100:196, 200:296]),
-                          check_contrast=False)
-        skimage.io.imsave(root / "masks" / f"s{i}.png", np.ascontiguousarray(lab[100:196, 200:296]),
-                          check_contrast=False)
-    return root
+    return isbi_crops("tiny_isbi", 4, (slice(100, 196), slice(200, 296)))
 
 
 def tiny_overrides(root, **extra):

@@ -180,6 +180,13 @@ def render_markdown(report: dict) -> str:
                   + ("Lower is better for every error. " if report["kind"] == "isbi" else "Higher SEG is better. ")
                   + "The paper's numbers are on the challenge's own test set and are shown for scale, not as a "
                     "like-for-like comparison.", ""]
+    if report.get("figure"):
+        what = ("the cell probability in grey; red: membrane predicted as cell (the gaps that merge cells), "
+                "blue: cell predicted as membrane, at threshold 0.5; the central 256x256 pixels, scores of "
+                "the whole image" if report["kind"] == "isbi" else
+                "the cells as the paper takes them (components of probability > 0.5), SEG of the frame")
+        lines += [f"![one held-out image per fold]({report['figure']})", "",
+                  f"One held-out image per fold (the middle one), ground truth and every run: {what}.", ""]
     if report["targets"] or report["comparisons"]:
         lines += ["## Targets", ""]
         for t in report["targets"] + report["comparisons"]:

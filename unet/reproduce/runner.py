@@ -317,10 +317,24 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
         "started": started, "finished": _now(), "wall_seconds": round(time.perf_counter() - t_start, 1),
         "runs_dir": str(runs_dir),
     }
+    report["figure"] = _write_figure(exp, fold_list, run_reports, by_name, out)
     write_report(out, report, overwrite=overwrite or resume)
     if not quiet:
         print(f"wrote {out / 'report.md'} and {out / 'report.json'}")
     return report
+
+
+def _write_figure(exp: Experiment, fold_list, run_reports, by_name, out: Path) -> str | None:
+    """``out/comparison.png`` (one held-out image per fold, every run beside the truth); its name, or None."""
+    from unet.reproduce.figures import comparison_rows, plot_comparison
+
+    variant = exp.variants[-1]  # TTA where the experiment has it: the paper's way for ISBI
+    rows = comparison_rows(fold_list, run_reports, by_name, variant=variant)
+    if not rows:
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    plot_comparison(rows, kind=exp.evaluation["kind"], path=out / "comparison.png")
+    return "comparison.png"
 
 
 def _parse(overrides):
