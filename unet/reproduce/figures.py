@@ -12,16 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from unet.training.plots import grey_rgb
+
 #: colours of the ISBI error overlay: membrane called cell (gaps, which merge cells), cell called membrane
 GAP_RGB = (1.0, 0.15, 0.15)
 SPURIOUS_RGB = (0.2, 0.55, 1.0)
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    img = np.asarray(image, dtype=np.float64)
-    lo, hi = np.percentile(img, [0.5, 99.5])
-    g = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
-    return np.stack([g, g, g], -1)
 
 
 def membrane_errors_rgb(prob: np.ndarray, labels: np.ndarray, *, threshold: float = 0.5) -> np.ndarray:
@@ -45,7 +40,7 @@ def instances_rgb(image: np.ndarray, instances: np.ndarray) -> np.ndarray:
     from skimage.color import label2rgb
     from skimage.segmentation import find_boundaries
 
-    rgb = label2rgb(instances, image=_grey(image)[..., 0], alpha=0.4, bg_label=0)
+    rgb = label2rgb(instances, image=grey_rgb(np.asarray(image, dtype=np.float64))[..., 0], alpha=0.4, bg_label=0)
     rgb[find_boundaries(instances, mode="inner")] = 1.0
     return rgb
 
@@ -97,12 +92,12 @@ def plot_comparison(rows, *, kind: str, path, crop: int | None = 256):
     for ax in axes.ravel():
         ax.axis("off")
     for i, row in enumerate(rows):
-        image, labels = np.asarray(row["image"]), np.asarray(row["labels"])
+        image, labels = np.asarray(row["image"], dtype=np.float64), np.asarray(row["labels"])
         view = (slice(None), slice(None))
         if kind == "isbi" and crop and min(image.shape) > crop:
             y, x = (image.shape[0] - crop) // 2, (image.shape[1] - crop) // 2
             view = (slice(y, y + crop), slice(x, x + crop))
-        axes[i, 0].imshow(_grey(image[view]))
+        axes[i, 0].imshow(grey_rgb(image[view]))
         axes[i, 0].set_title(row["title"], fontsize=8)
         truth = (labels > 0).astype(float) if kind == "isbi" else instances_rgb(image, labels)
         axes[i, 1].imshow(truth[view], cmap="gray", vmin=0, vmax=1)

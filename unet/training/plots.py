@@ -61,15 +61,19 @@ def plot_curves(csv_path, png_path) -> Path | None:
     return Path(png_path)
 
 
+def grey_rgb(image: np.ndarray) -> np.ndarray:
+    """RGB float in [0, 1]: a 2-D image in grey, its 0.5/99.5 percentiles stretched to black and white."""
+    lo, hi = np.percentile(image, [0.5, 99.5])
+    g = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
+    return np.stack([g, g, g], -1)
+
+
 def overlay_rgb(image: np.ndarray, prob: np.ndarray, labels: np.ndarray | None = None,
                 threshold: float = 0.5) -> np.ndarray:
     """RGB uint8: the image in grey, predicted foreground tinted, its outline in yellow, the truth's in cyan."""
     from skimage.segmentation import find_boundaries
 
-    img = image[0] if image.ndim == 3 else image
-    lo, hi = np.percentile(img, [0.5, 99.5])
-    g = np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
-    rgb = np.stack([g, g, g], -1)
+    rgb = grey_rgb(image[0] if image.ndim == 3 else image)
     fg = prob > threshold
     rgb[fg] = 0.65 * rgb[fg] + 0.35 * np.array([1.0, 0.2, 0.2])
     rgb[find_boundaries(fg, mode="inner")] = (1.0, 1.0, 0.0)
