@@ -7,14 +7,17 @@ import math
 import numba
 import numpy as np
 
+from unet.mirror import mirror_index
+
+_mirror_index = numba.njit(cache=True, nogil=True, inline="always")(mirror_index)
+
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _fold(i, n):
-    # half-sample symmetric mirroring: ... 1 0 | 0 1 ... n-1 | n-1 n-2 ...  (numpy.pad "symmetric")
+    # the mirroring rule of unet.mirror (numpy.pad "symmetric", paper Fig. 2)
     if 0 <= i < n:  # the common case: no integer division
         return i
-    i = i % (2 * n)
-    return 2 * n - 1 - i if i >= n else i
+    return _mirror_index(i, n)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

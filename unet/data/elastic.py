@@ -12,7 +12,7 @@ the first and last pixel, ``mirror`` spline boundary) and the output is
 field as two small matrix products, and :func:`warp` samples the image (cubic
 B-spline), the labels (nearest) and the weight map (linear) with one compiled
 loop that also applies rotation, flips and shifts.  Beyond the image border the
-data are mirrored with :data:`unet.data.tiles.MIRROR_MODE` (``"symmetric"``:
+data are mirrored with :data:`unet.mirror.MIRROR_MODE` (``"symmetric"``:
 the border pixel is repeated, as in paper Fig. 2; ``scipy``/elasticdeform call
 this ``"reflect"``).
 

@@ -4,11 +4,9 @@ A valid (unpadded) U-Net predicts only the centre of its input tile: a
 572x572 input gives a 388x388 output, so a training sample is an input tile
 *carrying the network's halo* (92 px per side) and the target and weight crop
 of the output area.  Beyond the image border the missing context is
-extrapolated by mirroring (paper Fig. 2).  :data:`MIRROR_MODE` is the NumPy
-pad mode that does it: ``"symmetric"`` mirrors about the image edge, so the
-border pixel is repeated (``... c b a | a b c ...``) and the mirrored image
-continues smoothly across the edge, as drawn in Fig. 2; inference uses the
-same constant.
+extrapolated by mirroring (paper Fig. 2) with the one rule of
+:mod:`unet.mirror` (:data:`MIRROR_MODE`, ``"symmetric"``: the border pixel is
+repeated), which inference uses too.
 
 Every item of :class:`TileDataset` is a pure function of ``(seed, index)``:
 all randomness comes from ``numpy.random.default_rng([seed, index])``, so an
@@ -30,14 +28,7 @@ from unet.data.augment import Augmentation
 from unet.data.elastic import spline_coefficients, warp
 from unet.data.targets import IGNORE_INDEX, PARTIAL_MARGIN, training_target
 from unet.data.weights import SIGMA, W0, class_weights_from, weight_map
-
-#: ``numpy.pad`` mode of the mirrored context beyond image borders (paper Fig. 2)
-MIRROR_MODE = "symmetric"
-
-
-def _fold(idx: np.ndarray, n: int) -> np.ndarray:
-    idx = np.mod(idx, 2 * n)
-    return np.where(idx >= n, 2 * n - 1 - idx, idx)
+from unet.mirror import MIRROR_MODE, mirror_indices  # noqa: F401  (MIRROR_MODE: re-exported by unet.data)
 
 
 def extract_tile(array: np.ndarray, top_left, size) -> np.ndarray:
@@ -48,8 +39,8 @@ def extract_tile(array: np.ndarray, top_left, size) -> np.ndarray:
     """
     h, w = array.shape[-2:]
     th, tw = (size, size) if np.isscalar(size) else size
-    rows = _fold(np.arange(int(top_left[0]), int(top_left[0]) + th), h)
-    cols = _fold(np.arange(int(top_left[1]), int(top_left[1]) + tw), w)
+    rows = mirror_indices(h, int(top_left[0]), th)
+    cols = mirror_indices(w, int(top_left[1]), tw)
     return array[..., rows[:, None], cols[None, :]]
 
 

@@ -38,9 +38,9 @@ import numpy as np
 
 from unet.errors import UserError
 
-# The data subpackage owns the numpy pad mode of the mirrored context (paper Fig. 2), so that
-# training tiles and prediction tiles see the same border.
-from unet.data.tiles import MIRROR_MODE
+# One mirroring rule (paper Fig. 2) for training tiles and prediction tiles, so that both see the
+# same border; unet.mirror needs only numpy (no torch Dataset machinery).
+from unet.mirror import MIRROR_MODE, mirror_indices  # noqa: F401  (re-exported by unet.inference)
 
 #: default memory budget for the network's working set (activations of one batch of tiles)
 DEFAULT_MEMORY_LIMIT = 1 << 30
@@ -228,20 +228,6 @@ def make_grid(model, shape: Sequence[int], *, tile_size=None, memory_limit=None,
     m = _round_up(context_radius(model) if margin is None else int(margin), step)
     inp = tuple(t + 2 * m for t in tile)
     return TileGrid(shape, tile, inp, (m, m), inp, (m, m), blend=True)
-
-
-def mirror_indices(size: int, start: int, length: int, mode: str | None = None) -> np.ndarray:
-    """Source indices for positions ``start .. start+length-1`` of an axis of ``size`` pixels.
-
-    Positions outside ``[0, size)`` are mirrored exactly as
-    ``numpy.pad(axis, ..., mode=MIRROR_MODE)`` does (any pad width; a 1-pixel
-    axis repeats its pixel).
-    """
-    before, after = max(0, -start), max(0, start + length - size)
-    if not before and not after:
-        return np.arange(start, start + length)
-    idx = np.pad(np.arange(size), (before, after), mode=mode or MIRROR_MODE)
-    return idx[start + before : start + before + length]
 
 
 def blend_window(length: int, margin: int) -> np.ndarray:
