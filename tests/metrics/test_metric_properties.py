@@ -9,7 +9,8 @@ from scipy import ndimage
 
 import unet.metrics as M
 from unet.metrics._validation import as_isbi_pair
-from unet.metrics.isbi import FOUR_CONNECTED, _f_score, _rand_sums
+from unet.metrics._official import f_score
+from unet.metrics.isbi import FOUR_CONNECTED, _rand_sums
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -77,7 +78,7 @@ def test_stack_is_sum_of_slice_counts(pair):
     warp = sum(M.warping_counts(labels[s], proposal[s]) for s in range(3))
     np.testing.assert_array_equal(M.warping_counts(labels, proposal), warp)
     # Pixel F-scores are formed from the summed counts (micro average) ...
-    f = [_f_score(tp, fp, fn) for tp, fp, fn, _ in pix]
+    f = [f_score(tp, fp, fn) for tp, fp, fn, _ in pix]
     assert M.pixel_error(labels, proposal) == pytest.approx(1.0 - max(max(f), 0.0), abs=1e-12)
     # ... the warping error divides the summed split + merge pixels by all pixels.
     assert M.warping_error(labels, proposal) == np.min(warp[:, 0] + warp[:, 1]) / labels.size

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from unet.metrics._official import ISBI_THRESHOLDS, WARPING_THRESHOLDS, best_max, best_min, f_score, rand_f
 from unet.metrics._validation import MetricInputError, as_isbi_pair
-from unet.metrics.isbi import (
-    ISBI_THRESHOLDS,
-    WARPING_THRESHOLDS,
-    _best_max,
-    _f_score,
-    _pixel_counts,
-    _rand_f,
-    _rand_sums,
-)
-from unet.metrics.warping import DEFAULT_RADIUS, _best_min, _warping_counts
+from unet.metrics.isbi import pixel_counts, rand_sums
+from unet.metrics.warping import DEFAULT_RADIUS, warping_counts
 
 
 def isbi_errors(labels, proposal, *, radius: int = DEFAULT_RADIUS) -> dict:
@@ -53,13 +46,14 @@ def isbi_errors(labels, proposal, *, radius: int = DEFAULT_RADIUS) -> dict:
     lab, prop = as_isbi_pair(labels, proposal)
     if not np.any(lab > 0):
         raise MetricInputError("labels: no cell pixels, the Rand error is undefined")
-    pix = _pixel_counts(lab, prop, ISBI_THRESHOLDS)
-    f_pix, th_pix = _best_max([_f_score(tp, fp, fn) for tp, fp, fn, _ in pix], ISBI_THRESHOLDS)
-    rand = _rand_sums(lab, prop, ISBI_THRESHOLDS)
-    f_rand, th_rand = _best_max([_rand_f(*row) for row in rand], ISBI_THRESHOLDS)
-    warp = _warping_counts(lab, prop, WARPING_THRESHOLDS, radius)
+    # the counts re-check the already validated stacks (cheap next to the warping)
+    pix = pixel_counts(lab, prop, ISBI_THRESHOLDS)
+    f_pix, th_pix = best_max([f_score(tp, fp, fn) for tp, fp, fn, _ in pix], ISBI_THRESHOLDS)
+    rand = rand_sums(lab, prop, ISBI_THRESHOLDS)
+    f_rand, th_rand = best_max([rand_f(*row) for row in rand], ISBI_THRESHOLDS)
+    warp = warping_counts(lab, prop, WARPING_THRESHOLDS, radius=radius)
     errors = (warp[:, 0] + warp[:, 1]) / lab.size
-    k, th_warp = _best_min(errors, WARPING_THRESHOLDS)
+    k, th_warp = best_min(errors, WARPING_THRESHOLDS)
     return {
         "pixel_error": float(1.0 - f_pix),
         "rand_error": float(1.0 - f_rand),

@@ -25,50 +25,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from unet.metrics._official import (  # noqa: F401  (thresholds and FOUR_CONNECTED: public here)
+    FOUR_CONNECTED,
+    ISBI_THRESHOLDS,
+    WARPING_THRESHOLDS,
+    best_max,
+    f_score,
+    rand_f,
+)
 from unet.metrics._validation import MetricInputError, as_isbi_pair
-
-
-def java_thresholds(start: float, stop: float, step: float) -> tuple[float, ...]:
-    """Thresholds of ``for (double th = start; th <= stop; th += step)``.
-
-    The accumulated double-precision sum matters: it gives 0.30000000000000004,
-    0.7999999999999999, ... and decides whether the last value is included.
-    """
-    out = []
-    th = float(start)
-    while th <= stop:
-        out.append(th)
-        th += step
-    return tuple(out)
-
-
-#: Thresholds of the pixel and Rand errors: ``getPixelErrorMaximalFScore(0.0, 1.0, 0.1)``.
-ISBI_THRESHOLDS = java_thresholds(0.0, 1.0, 0.1)
-#: Thresholds of the warping error: ``getMinimumSplitsAndMergersErrorValue(0.0, 0.9, 0.1, ...)``.
-WARPING_THRESHOLDS = java_thresholds(0.0, 0.9, 0.1)
-
-# 4-connectivity for cells, as Fiji's Utils.connectedComponents(..., 4).
-FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
-
-
-def _f_score(tp: float, fp: float, fn: float) -> float:
-    # Fiji ClassificationStatistics: no false positives means precision 1 and
-    # no false negatives means recall 1 (even when tp = 0).
-    precision = 1.0 if fp == 0 else tp / (tp + fp)
-    recall = 1.0 if fn == 0 else tp / (tp + fn)
-    if precision + recall > 0:
-        return 2.0 * precision * recall / (precision + recall)
-    return 0.0
-
-
-def _best_max(scores, thresholds) -> tuple[float, float]:
-    # Fiji keeps the first threshold with a strictly larger F-score, starting
-    # from F = 0 at the first threshold.
-    best, best_th = 0.0, thresholds[0]
-    for f, th in zip(scores, thresholds):
-        if f > best:
-            best, best_th = f, th
-    return best, best_th
 
 
 def _resolve_thresholds(threshold) -> tuple[float, ...]:
@@ -129,7 +94,7 @@ def pixel_error(labels, proposal, *, threshold: float | None = None) -> float:
     lab, prop = as_isbi_pair(labels, proposal)
     ths = _resolve_thresholds(threshold)
     counts = _pixel_counts(lab, prop, ths)
-    best, _ = _best_max([_f_score(tp, fp, fn) for tp, fp, fn, _tn in counts], ths)
+    best, _ = best_max([f_score(tp, fp, fn) for tp, fp, fn, _tn in counts], ths)
     return float(1.0 - best)
 
 
@@ -176,13 +141,6 @@ def _rand_sums(lab: np.ndarray, prop: np.ndarray, thresholds) -> np.ndarray:
     return out
 
 
-def _rand_f(T: float, A: float, B: float) -> float:
-    if A == 0 or T == 0:
-        return 0.0
-    precision, recall = T / B, T / A
-    return 2.0 * precision * recall / (precision + recall)
-
-
 def rand_error(labels, proposal, *, threshold: float | None = None) -> float:
     """ISBI 2012 foreground-restricted Rand error: ``1 - F-score`` of pixel pairs.
 
@@ -210,5 +168,5 @@ def rand_error(labels, proposal, *, threshold: float | None = None) -> float:
         raise MetricInputError("labels: no cell pixels, the Rand error is undefined")
     ths = _resolve_thresholds(threshold)
     sums = _rand_sums(lab, prop, ths)
-    best, _ = _best_max([_rand_f(*row) for row in sums], ths)
+    best, _ = best_max([rand_f(*row) for row in sums], ths)
     return float(1.0 - best)

@@ -43,9 +43,9 @@ import numba
 import numpy as np
 from scipy import ndimage
 
+from unet.metrics._official import FOUR_CONNECTED, WARPING_THRESHOLDS, best_min
 from unet.metrics._simple_point import NEIGHBOURS, simple_point_lut
 from unet.metrics._validation import MetricInputError, as_isbi_pair
-from unet.metrics.isbi import FOUR_CONNECTED, WARPING_THRESHOLDS
 
 #: Radius of the local window for the split / hole-deletion test (official: 20).
 DEFAULT_RADIUS = 20
@@ -245,12 +245,6 @@ def _warping_counts(lab, prop, thresholds, radius) -> np.ndarray:
     return out
 
 
-def _best_min(errors, thresholds) -> tuple[int, float]:
-    # Fiji keeps the first threshold with a strictly smaller error.
-    best_k = int(np.argmin(errors))  # argmin returns the first minimum
-    return best_k, thresholds[best_k]
-
-
 def warping_error(
     labels, proposal, *, threshold: float | None = None, radius: int = DEFAULT_RADIUS
 ) -> float:
@@ -278,7 +272,7 @@ def warping_error(
     ths = WARPING_THRESHOLDS if threshold is None else _check_thresholds([threshold])
     counts = _warping_counts(lab, prop, ths, radius)
     errors = (counts[:, 0] + counts[:, 1]) / lab.size
-    k, _ = _best_min(errors, ths)
+    k, _ = best_min(errors, ths)
     return float(errors[k])
 
 
