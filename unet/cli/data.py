@@ -127,16 +127,14 @@ def run_show(args) -> int:
 
 def write_show_png(sample, out, *, w0=10.0, sigma=5.0, overwrite=False, title=""):
     """Four panels: image, instance mask, target with separation borders, weight map (paper Fig. 3)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     from unet.data.targets import IGNORE_INDEX, separation_borders, training_target
     from unet.data.weights import weight_map
     from unet.io import atomic_path
+    from unet.viz import pyplot
 
+    plt = pyplot()
     labels = sample.labels
     target = training_target(labels, partial=sample.partial)
     borders = separation_borders(labels)

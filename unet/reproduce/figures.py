@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unet.training.plots import grey_rgb
+from unet.viz import grey_rgb
 
 #: colours of the ISBI error overlay: membrane called cell (gaps, which merge cells), cell called membrane
 GAP_RGB = (1.0, 0.15, 0.15)
@@ -80,13 +80,13 @@ def plot_comparison(rows, *, kind: str, path, crop: int | None = 256):
     -------
     Path
     """
-    from unet.training.plots import _pyplot, _save
+    from unet.viz import pyplot, save_png
 
     if kind not in ("isbi", "seg"):
         raise ValueError(f"kind must be 'isbi' or 'seg', not {kind!r}")
     if not rows:
         raise ValueError("no rows to plot")
-    plt = _pyplot()
+    plt = pyplot()
     ncol = 2 + max(len(r["predictions"]) for r in rows)
     fig, axes = plt.subplots(len(rows), ncol, figsize=(2.6 * ncol, 3.1 * len(rows)), squeeze=False)
     for ax in axes.ravel():
@@ -108,7 +108,7 @@ def plot_comparison(rows, *, kind: str, path, crop: int | None = 256):
             axes[i, 2 + j].imshow(shown[view])
             axes[i, 2 + j].set_title(f"{label}\n{score}", fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
     plt.close(fig)
     return Path(path)
 

@@ -450,7 +450,7 @@ class Trainer:
             tb.close()
 
     def _finish(self, model, metrics):
-        from unet.training.plots import plot_curves, plot_overlays
+        from unet.viz import plot_curves, plot_overlays
 
         plot_curves(self._csv_path, self.out / "curves.png")
         if self.val_samples and self.cfg.eval.overlays:

@@ -1,4 +1,9 @@
-"""Pictures of a run: training curves and validation predictions over their images."""
+"""Pictures: training curves, predictions over their images, and the helpers of report figures.
+
+The trainer (curves and overlays of a run) and :mod:`unet.reproduce.figures`
+(the comparison figure of a reproduction) draw with these; matplotlib is
+imported only when a figure is drawn, and files are written atomically.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
@@ -17,7 +23,8 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path):
+def save_png(fig, path):
+    """Write ``fig`` as a PNG to ``path`` atomically, replacing an older picture."""
     from unet.io import atomic_path
 
     with atomic_path(path, overwrite=True) as tmp:
@@ -33,7 +40,7 @@ def plot_curves(csv_path, png_path) -> Path | None:
         rows = list(csv.DictReader(fh))
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     val_keys = sorted({k for r in rows for k in r if k.startswith("val_") and r[k] not in ("", None)})
     fig, axes = plt.subplots(1, 1 + bool(val_keys), figsize=(5 + 5 * bool(val_keys), 3.6), squeeze=False)
     steps = [int(r["step"]) for r in rows if r.get("loss")]
@@ -56,7 +63,7 @@ def plot_curves(csv_path, png_path) -> Path | None:
         ax.set_title("validation")
         ax.legend()
     fig.tight_layout()
-    _save(fig, png_path)
+    save_png(fig, png_path)
     plt.close(fig)
     return Path(png_path)
 
