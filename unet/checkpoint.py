@@ -22,6 +22,7 @@ import torch
 
 from unet.errors import InputFileError
 from unet.io import atomic_path
+from unet.models import unwrap
 
 FORMAT = "unet-checkpoint"
 VERSION = 1
@@ -46,8 +47,7 @@ def save_checkpoint(model, path, *, overwrite: bool = True, extra: dict | None =
     **metadata
         Plain values stored under ``"metadata"`` (step, metrics, config, ...).
     """
-    model = getattr(model, "module", model)
-    model = getattr(model, "_orig_mod", model)
+    model = unwrap(model)
     if not hasattr(model, "model_name"):
         raise ValueError("model has no 'model_name': build it with unet.create_model(...)")
     payload = {

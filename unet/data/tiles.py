@@ -196,7 +196,8 @@ class TileDataset(Dataset):
         return cls(samples, input_size=input_size, output_size=output_size(model, input_size), **kw)
 
 
-def _worker_init(worker_id: int) -> None:
+def init_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of every training DataLoader: one torch thread per worker process."""
     import torch
 
     torch.set_num_threads(1)  # each worker one core: workers are the parallelism
@@ -230,5 +231,5 @@ def make_loader(dataset, *, batch_size: int = 1, num_workers: int | None = None,
     workers = default_num_workers() if num_workers is None else int(num_workers)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=order, num_workers=workers, drop_last=drop_last,
-        pin_memory=pin_memory, worker_init_fn=_worker_init if workers else None,
+        pin_memory=pin_memory, worker_init_fn=init_worker if workers else None,
         persistent_workers=workers > 0, prefetch_factor=2 if workers else None)

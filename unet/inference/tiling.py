@@ -41,6 +41,7 @@ from unet.errors import UserError
 # One mirroring rule (paper Fig. 2) for training tiles and prediction tiles, so that both see the
 # same border; unet.mirror needs only numpy (no torch Dataset machinery).
 from unet.mirror import MIRROR_MODE, mirror_indices  # noqa: F401  (re-exported by unet.inference)
+from unet.models import unwrap
 
 #: default memory budget for the network's working set (activations of one batch of tiles)
 DEFAULT_MEMORY_LIMIT = 1 << 30
@@ -49,12 +50,6 @@ STACK_AXES = "ZTQI"
 
 
 # --------------------------------------------------------------------------- geometry
-
-
-def unwrap(model):
-    """The network inside a DistributedDataParallel / torch.compile wrapper (they hide its geometry)."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 def _step(model) -> int:

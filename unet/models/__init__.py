@@ -7,9 +7,10 @@ rebuild it (:mod:`unet.checkpoint`).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch.nn as nn
+if TYPE_CHECKING:  # annotations only: ``import unet.models`` stays free of torch (start-up time)
+    import torch.nn as nn
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -61,6 +62,16 @@ def create_model(name: str, **kwargs) -> nn.Module:
     model.model_name = name
     model.model_kwargs = dict(kwargs)
     return model
+
+
+def unwrap(model):
+    """The network inside a DistributedDataParallel / torch.compile wrapper.
+
+    The wrappers hide the attributes this package reads: the geometry
+    (``depth``, ``padding``) and the registry's ``model_name`` / ``model_kwargs``.
+    """
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
 
 
 def _import_builtin():

@@ -138,10 +138,6 @@ class _StepSampler(torch.utils.data.Sampler):
         return max(0, self.steps - self.start) * self.batch
 
 
-def _worker_init(_):
-    torch.set_num_threads(1)
-
-
 class Trainer:
     """Train a model as configured in ``cfg``, writing everything to ``out_dir``.
 
@@ -278,10 +274,12 @@ class Trainer:
             start, best, rng_state = self._load_state(model, optimizer, scheduler)
         ddp_model = wrap_model(model, info, self.device)
         loss_fn = get_loss(cfg.loss.name)
+        from unet.data.tiles import init_worker
+
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=cfg.train.batch_size,
             sampler=_StepSampler(start, cfg.train.steps, cfg.train.batch_size, info),
-            num_workers=cfg.train.num_workers, worker_init_fn=_worker_init,
+            num_workers=cfg.train.num_workers, worker_init_fn=init_worker,
             # a private generator: creating the loader must not consume the global RNG (exact resume)
             generator=torch.Generator().manual_seed(cfg.seed),
             persistent_workers=False, pin_memory=self.device.type == "cuda",
