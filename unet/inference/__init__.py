@@ -3,43 +3,20 @@
 * :func:`predict_tiled` - in memory, an already normalised array -> probabilities.
 * :func:`predict_file` - out of core, an image file -> probability / mask / labels file.
 * :func:`predict_dask` - the same prediction as a Dask graph (runs on dask.distributed).
+
+Names are loaded lazily (``lazy_loader``): ``import unet.inference`` imports
+neither torch nor Dask (start-up figures: :mod:`unet`).
 """
 
 from __future__ import annotations
 
-import importlib
+import lazy_loader
 
-from unet.inference.tiling import (  # noqa: F401
-    DEFAULT_MEMORY_LIMIT,
-    MIRROR_MODE,
-    ImageSource,
-    TileGrid,
-    blend_window,
-    choose_tile_size,
-    make_grid,
-    mirror_indices,
-    predict_region,
-    predict_strips,
-    predict_tiled,
-)
-
-_LAZY = {
-    "predict_file": "unet.inference.files",
-    "open_image": "unet.inference.files",
-    "label_instances": "unet.inference.labels",
-    "cell_instances": "unet.inference.labels",
-    "predict_dask": "unet.inference.distributed",
-}
-
-__all__ = [
-    "predict_tiled", "predict_file", "predict_dask", "open_image", "label_instances", "cell_instances",
-    "predict_strips", "predict_region", "make_grid", "choose_tile_size", "mirror_indices",
-    "blend_window", "ImageSource", "TileGrid", "MIRROR_MODE", "DEFAULT_MEMORY_LIMIT",
-]
-
-
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'unet.inference' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "tiling": ["DEFAULT_MEMORY_LIMIT", "MIRROR_MODE", "ImageSource", "TileGrid", "blend_window",
+               "choose_tile_size", "make_grid", "mirror_indices", "predict_region", "predict_strips",
+               "predict_tiled"],
+    "files": ["predict_file", "open_image"],
+    "labels": ["label_instances", "cell_instances"],
+    "distributed": ["predict_dask"],
+})
