@@ -106,7 +106,7 @@ def test_image_target_and_weight_are_deformed_together():
     s = _synthetic(64, 64)
     target = training_target(s.labels)
     s.image = target[None].astype(np.float32)  # the image shows the target itself
-    aug = Augmentation(gray=False)  # elastic, flips, turns, rotations; no gray values
+    aug = Augmentation(gray=False, rotate=15.0)  # elastic, flips, turns, rotations; no gray values
     ds = TileDataset([s], input_size=48, output_size=32, augment=aug, length=10, seed=0)
     for i in range(10):
         item = ds[i]

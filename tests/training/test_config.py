@@ -47,3 +47,18 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("train: [1, 2\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(bad)
+
+
+def test_augmentation_defaults_have_one_source():
+    """`unet train` (AugmentConfig) and `Augmentation()` (the data API) augment alike by default."""
+    import dataclasses
+
+    from unet.data import Augmentation
+    from unet.training.config import AugmentConfig, Config
+    from unet.training.trainer import _augmentation
+
+    assert _augmentation(Config()) == Augmentation()
+    config_defaults = dataclasses.asdict(AugmentConfig())
+    assert config_defaults == {k: v for k, v in dataclasses.asdict(Augmentation()).items() if k in config_defaults}
+    # the values that trained every result so far (README: Augmentation)
+    assert (Augmentation().rotate, Augmentation().gray_contrast, Augmentation().gray_gamma) == (0.0, 0.2, 0.2)

@@ -16,7 +16,10 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from unet.data.augment import Augmentation
 from unet.errors import UserError
+
+_AUGMENT = Augmentation()
 
 
 class ConfigError(UserError):
@@ -79,17 +82,18 @@ class LossConfig:
 
 @dataclass
 class AugmentConfig:
-    elastic: bool = True  # paper Sec. 3.1
-    elastic_grid: int = 3  # paper Sec. 3.1: coarse 3x3 grid
-    elastic_sigma: float = 10.0  # paper Sec. 3.1: 10 pixels standard deviation
-    flips: bool = True  # paper Sec. 3.1: shift and rotation invariance
-    rot90: bool = True
-    rotate: float = 0.0  # max. degrees of a free rotation
-    shift: float = 0.0  # extra sub-pixel shift (px); random tile positions already shift (paper Sec. 3.1)
-    gray: bool = True  # paper Sec. 3.1: gray value variations
-    gray_gamma: float = 0.2
-    gray_contrast: float = 0.2
-    gray_brightness: float = 0.1
+    # One source of the defaults: unet.data.augment.Augmentation (which cites the paper for each).
+    elastic: bool = _AUGMENT.elastic  # paper Sec. 3.1
+    elastic_grid: int = _AUGMENT.elastic_grid  # paper Sec. 3.1: coarse 3x3 grid
+    elastic_sigma: float = _AUGMENT.elastic_sigma  # paper Sec. 3.1: 10 pixels standard deviation
+    flips: bool = _AUGMENT.flips  # paper Sec. 3.1: shift and rotation invariance
+    rot90: bool = _AUGMENT.rot90
+    rotate: float = _AUGMENT.rotate  # max. degrees of a free rotation
+    shift: float = _AUGMENT.shift  # extra sub-pixel shift (px); random tile positions already shift
+    gray: bool = _AUGMENT.gray  # paper Sec. 3.1: gray value variations
+    gray_gamma: float = _AUGMENT.gray_gamma
+    gray_contrast: float = _AUGMENT.gray_contrast
+    gray_brightness: float = _AUGMENT.gray_brightness
 
 
 @dataclass
