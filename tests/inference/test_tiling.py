@@ -219,3 +219,21 @@ def test_tta_averages_the_eight_flips_and_rotations():
     np.testing.assert_allclose(unet.predict_tiled(model, rot, tta=True, tile_size=8), np.rot90(tta, axes=(1, 2)), atol=1e-5)
     plain = unet.predict_tiled(model, img)
     assert np.abs(np.rot90(plain, axes=(1, 2)) - unet.predict_tiled(model, rot)).max() > 1e-3
+
+
+def test_one_axis_rule_for_arrays_and_files(tmp_path):
+    from unet.inference.files import open_image
+    from unet.inference.tiling import infer_axes
+
+    assert infer_axes((20, 30), 1) == "YX"
+    assert infer_axes((20, 30, 3), 1) == "YXC" and infer_axes((20, 30, 8), 1, samples_last=True) == "YXC"
+    assert infer_axes((3, 20, 30), 3) == "CYX"
+    with pytest.raises(UserError, match="axes"):  # an in-memory (3, H, W) array may be a stack or channels
+        infer_axes((3, 20, 30), 1)
+    assert infer_axes((3, 20, 30), 1, planes_first=True) == "ZYX"  # a file lists its planes first
+    assert infer_axes((5, 20, 30, 2), 2, planes_first=True) == "ZYXC"
+    assert infer_axes((5, 2, 20, 30), 2, planes_first=True) == "ZCYX"
+    np.save(tmp_path / "stack.npy", np.zeros((3, 20, 30), np.float32))
+    assert open_image(tmp_path / "stack.npy")[1] == "ZYX"
+    np.save(tmp_path / "rgb.npy", np.zeros((20, 30, 3), np.float32))
+    assert open_image(tmp_path / "rgb.npy", in_channels=3)[1] == "YXC"

@@ -78,25 +78,6 @@ class MappedArray:
         return out if dtype is None else out.astype(dtype)
 
 
-def _infer_axes(shape, in_channels: int, hint: str | None) -> str:
-    nd = len(shape)
-    samples_last = bool(hint) and hint.endswith("S")
-    if nd == 2:
-        return "YX"
-    if nd == 3:
-        if samples_last or (shape[-1] <= 4 and shape[-1] < min(shape[:2])):
-            return "YXC"
-        if in_channels > 1 and shape[0] == in_channels:
-            return "CYX"
-        return "ZYX"
-    if nd == 4:
-        if samples_last or shape[-1] == in_channels:
-            return "ZYXC"
-        if shape[1] == in_channels:
-            return "ZCYX"
-    raise UserError(f"cannot tell the axes of an image of shape {tuple(shape)}; pass axes (e.g. 'ZCYX')")
-
-
 def _open_tiff(path: Path):
     import tifffile
 
@@ -181,7 +162,8 @@ def open_image(path, *, axes: str | None = None, in_channels: int = 1):
     if np.dtype(array.dtype).kind not in "biuf":
         raise InputFileError(path, f"unsupported pixel type {array.dtype}")
     try:
-        axes = parse_axes(array.shape, axes or _infer_axes(array.shape, in_channels, hint), in_channels)
+        axes = parse_axes(array.shape, axes or None, in_channels, planes_first=True,
+                          samples_last=bool(hint) and hint.endswith("S"))
     except UserError as err:
         raise InputFileError(path, str(err)) from err
     return array, axes

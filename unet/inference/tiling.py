@@ -45,8 +45,9 @@ from unet.models import unwrap
 
 #: default memory budget for the network's working set (activations of one batch of tiles)
 DEFAULT_MEMORY_LIMIT = 1 << 30
-#: axis letters accepted for images: a stack axis (Z or T), channels (C), then Y and X
-STACK_AXES = "ZTQI"
+#: letters of the one stack axis an image may have (planes predicted one by one): Z (depth), T (time),
+#: and tifffile's Q (unknown) and I (image sequence); besides it an image has Y, X and optionally C
+STACK_AXIS_LETTERS = "ZTQI"
 
 
 # --------------------------------------------------------------------------- geometry
@@ -244,26 +245,52 @@ def blend_window(length: int, margin: int) -> np.ndarray:
 # --------------------------------------------------------------------------- image access
 
 
-def parse_axes(shape: Sequence[int], axes: str | None, in_channels: int) -> str:
-    """Check or infer the axes string of an image of ``shape`` for a model with ``in_channels``.
+def infer_axes(shape: Sequence[int], in_channels: int, *, planes_first: bool = False,
+               samples_last: bool = False) -> str:
+    """The axes of an image of ``shape`` for a model with ``in_channels``: the package's one guessing rule.
 
-    Accepted letters: one stack axis (Z, T, Q or I), C (channels), Y and X.
-    Without ``axes``: (H, W) is "YX" and, for multi-channel models, (C, H, W)
-    is "CYX"; anything else needs ``axes`` (a 3-D array is ambiguous).
+    (H, W) is "YX".  A 3-D image is "YXC" when its last axis holds colour
+    samples (``samples_last``: a TIFF's "S" axis) or is at most 4 and smaller
+    than H and W; "CYX" when its first axis equals the model's ``in_channels``
+    > 1.  Otherwise the extra axis is a stack of planes ("ZYX"; 4-D: "ZYXC" or
+    "ZCYX" by where ``in_channels`` fits) only when ``planes_first`` says so:
+    an image *file* (a multi-page TIFF, an npy or zarr file) lists its planes
+    first, while an in-memory array of shape (3, H, W) is ambiguous and needs
+    explicit axes.
+    """
+    nd = len(shape)
+    if nd == 2:
+        return "YX"
+    if nd == 3:
+        if samples_last or (shape[-1] <= 4 and shape[-1] < min(shape[:2])):
+            return "YXC"
+        if in_channels > 1 and shape[0] == in_channels:
+            return "CYX"
+        if planes_first:
+            return "ZYX"
+    if nd == 4 and planes_first:
+        if samples_last or shape[-1] == in_channels:
+            return "ZYXC"
+        if shape[1] == in_channels:
+            return "ZCYX"
+    raise UserError(
+        f"cannot tell the axes of an image of shape {tuple(shape)}: pass axes (e.g. 'ZYX' for a stack "
+        "predicted slice by slice, 'CYX' or 'YXC' for channels, 'ZCYX')")
+
+
+def parse_axes(shape: Sequence[int], axes: str | None, in_channels: int, *, planes_first: bool = False,
+               samples_last: bool = False) -> str:
+    """Check ``axes`` of an image of ``shape``, or infer them (:func:`infer_axes`, same keywords).
+
+    Accepted letters: one stack axis (:data:`STACK_AXIS_LETTERS`), C (channels), Y and X.
     """
     ndim = len(shape)
     if axes is None:
-        if ndim == 2:
-            axes = "YX"
-        elif ndim == 3 and in_channels > 1:
-            axes = "CYX"
-        else:
-            raise UserError(
-                f"image of shape {tuple(shape)}: pass axes= (e.g. 'ZYX' for a stack predicted slice by slice, "
-                "'CYX' or 'YXC' for channels)")
+        axes = infer_axes(shape, in_channels, planes_first=planes_first, samples_last=samples_last)
     axes = axes.upper()
+    stack = STACK_AXIS_LETTERS
     if len(axes) != ndim or len(set(axes)) != ndim or "Y" not in axes or "X" not in axes \
-            or any(a not in "CYX" + STACK_AXES for a in axes) or sum(a in STACK_AXES for a in axes) > 1:
+            or any(a not in "CYX" + stack for a in axes) or sum(a in stack for a in axes) > 1:
         raise UserError(f"axes {axes!r} do not describe an image of shape {tuple(shape)} "
                         "(use Y, X, optionally C and one stack axis Z/T)")
     if axes.index("Y") > axes.index("X"):
@@ -293,7 +320,7 @@ class ImageSource:
         shape = dict(zip(axes, array.shape))
         self.height, self.width = int(shape["Y"]), int(shape["X"])
         self.channels = int(shape.get("C", 1))
-        self.stack_axis = next((a for a in axes if a in STACK_AXES), None)
+        self.stack_axis = next((a for a in axes if a in STACK_AXIS_LETTERS), None)
         self.num_planes = int(shape[self.stack_axis]) if self.stack_axis else 1
         # file-backed arrays (zarr, TIFF stores) decode whole chunks: read each band of rows once
         self.cache_bands = not isinstance(array, np.ndarray)
