@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 __getattr__, __dir__, _names = lazy_loader.attach(__name__, submod_attrs={
     "models": ["create_model", "list_models", "register_model"],
-    "models.unet": ["UNet"],
+    "models.unet_paper": ["UNet"],
     "models.fcn": ["FCN"],
     # geometry of valid networks
     "models.geometry": ["output_size", "halo", "is_valid_input_size", "nearest_valid_input_sizes",

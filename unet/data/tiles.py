@@ -188,13 +188,6 @@ class TileDataset(Dataset):
         return {"image": torch.from_numpy(image), "target": torch.from_numpy(target.astype(np.int64)),
                 "weight": torch.from_numpy(weight)}
 
-    @classmethod
-    def for_model(cls, samples, model, *, input_size, **kw) -> "TileDataset":
-        """Tiles for ``model``: the output size follows from its geometry (``unet.output_size``)."""
-        from unet.models.geometry import output_size
-
-        return cls(samples, input_size=input_size, output_size=output_size(model, input_size), **kw)
-
 
 def init_worker(worker_id: int) -> None:
     """``worker_init_fn`` of every training DataLoader: one torch thread per worker process."""

@@ -12,12 +12,10 @@ default of ``scipy.ndimage.label``).
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
-
 import numpy as np
 
 #: 4-connectivity (pixels sharing an edge), as ``scipy.ndimage.label`` by default
-STRUCTURE = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
+FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
 
 
 def label_instances(mask: np.ndarray, *, min_size: int = 0) -> np.ndarray:
@@ -27,7 +25,7 @@ def label_instances(mask: np.ndarray, *, min_size: int = 0) -> np.ndarray:
     """
     from scipy import ndimage
 
-    lab, n = ndimage.label(np.asarray(mask, bool), structure=STRUCTURE)
+    lab, n = ndimage.label(np.asarray(mask, bool), structure=FOUR_CONNECTED)
     if min_size > 1 and n:
         sizes = np.bincount(lab.ravel())
         keep = sizes >= min_size
@@ -76,8 +74,8 @@ def cell_instances(prob: np.ndarray, *, threshold: float = 0.5, min_size: int = 
     from scipy import ndimage
     from skimage.segmentation import watershed
 
-    seeds, n = ndimage.label(prob > seed_threshold, structure=STRUCTURE)
-    comps, _ = ndimage.label(fg, structure=STRUCTURE)
+    seeds, n = ndimage.label(prob > seed_threshold, structure=FOUR_CONNECTED)
+    comps, _ = ndimage.label(fg, structure=FOUR_CONNECTED)
     unseeded = np.setdiff1d(np.unique(comps[fg]), np.unique(comps[seeds > 0]))
     extra = np.isin(comps, unseeded)
     seeds[extra] = n + comps[extra]  # each seedless component seeds itself
@@ -94,7 +92,7 @@ def cell_instances(prob: np.ndarray, *, threshold: float = 0.5, min_size: int = 
 
 
 class StripLabeller:
-    """Label the strips of one plane as they arrive; then :meth:`relabel` them consistently.
+    """Label the strips of one plane as they arrive; then map them consistently (:meth:`lookup`).
 
     Provisional labels of each strip are kept by a ``store`` callable (for
     example written to a temporary file) and read back in order, so memory
@@ -111,7 +109,7 @@ class StripLabeller:
         """Provisional labels (uint64) of the next strip of rows of the plane."""
         from scipy import ndimage
 
-        lab, n = ndimage.label(np.asarray(mask_strip, bool), structure=STRUCTURE)
+        lab, n = ndimage.label(np.asarray(mask_strip, bool), structure=FOUR_CONNECTED)
         lab = lab.astype(np.uint64)
         if n:
             lab[lab > 0] += self.count
@@ -148,9 +146,3 @@ class StripLabeller:
         lut = final[comp]
         lut[0] = 0
         return lut
-
-
-def relabel(strips: Iterable[np.ndarray], lut: np.ndarray) -> Iterator[np.ndarray]:
-    """Apply the table from :meth:`StripLabeller.lookup` to the provisional strips."""
-    for lab in strips:
-        yield lut[lab]

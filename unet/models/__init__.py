@@ -39,7 +39,7 @@ def create_model(name: str, **kwargs) -> nn.Module:
     Parameters
     ----------
     name : str
-        ``"unet"`` (the paper's network; see :class:`unet.models.unet.UNet`),
+        ``"unet"`` (the paper's network; see :class:`unet.models.unet_paper.UNet`),
         ``"fcn32s"``, ``"fcn16s"`` or ``"fcn8s"`` (Long et al. 2015 baseline).
     **kwargs
         Keyword-only options of that model.
@@ -76,7 +76,7 @@ def unwrap(model):
 
 def _import_builtin():
     # Registration happens on import of the architecture modules.
-    from unet.models import fcn, unet  # noqa: F401
+    from unet.models import fcn, unet_paper  # noqa: F401
 
 
 def encoder_parameters(model: nn.Module):

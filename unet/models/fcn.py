@@ -106,7 +106,7 @@ class FCN(nn.Module):
         Output stride of the coarsest prediction that is fused: 32 uses fc7
         only, 16 adds pool4, 8 adds pool4 and pool3 (Long et al. Sec. 4.2).
     in_channels, num_classes : int
-        As for :class:`unet.models.unet.UNet` (defaults 1 and 2).
+        As for :class:`unet.models.unet_paper.UNet` (defaults 1 and 2).
     base_channels : int
         Channels of the first VGG block (VGG-16: 64).
     fc_channels : int
@@ -115,7 +115,7 @@ class FCN(nn.Module):
         Dropout after fc6 and fc7 (VGG-16: 0.5).
     norm : {None, "batch", "instance", "group"}
         Normalisation after every encoder convolution (VGG-16: none; VGG-16-BN:
-        batch), as ``norm`` of :class:`unet.models.unet.UNet`.
+        batch), as ``norm`` of :class:`unet.models.unet_paper.UNet`.
     """
 
     padding = "same"  # any input size; output cropped to the input

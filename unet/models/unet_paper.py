@@ -1,5 +1,8 @@
 """The U-Net of Ronneberger, Fischer & Brox (2015), Fig. 1, and its variants.
 
+Registered as ``create_model("unet")`` (builder :func:`unet`); the module is
+named after the paper so that it is not mistaken for the package ``unet``.
+
 Reference
 ---------
 O. Ronneberger, P. Fischer, T. Brox. U-Net: Convolutional Networks for
