@@ -12,3 +12,7 @@ class InputFileError(UserError, ValueError):
         self.path = path
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+class ConfigError(UserError):
+    """An invalid configuration: unknown key, wrong type or bad value."""

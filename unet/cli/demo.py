@@ -35,7 +35,8 @@ def run(args) -> int:
     from unet.inference import predict_file
     from unet.io import read_image, write_text_atomic
     from unet.training.config import load_config
-    from unet.training.trainer import Trainer, select_pairs
+    from unet.data.selection import select_pairs
+    from unet.training.trainer import Trainer
 
     out = Path(args.out)
     if (out / "metrics.json").exists() and not args.overwrite:
@@ -84,7 +85,7 @@ def run(args) -> int:
 
 def _pair_of(trainer, name):
     from unet.data import dataset_pairs
-    from unet.training.config import resolve_path
+    from unet.data.selection import resolve_path
 
     cfg = trainer.cfg
     for p in dataset_pairs(cfg.data.dataset, resolve_path(cfg, cfg.data.root)):

@@ -24,4 +24,5 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "elastic": ["random_displacement", "dense_displacement", "elastic_deform"],
     "tiles": ["MIRROR_MODE", "extract_tile", "TileDataset", "make_loader"],
     "manifest": ["load_manifest"],
+    "selection": ["select_pairs", "config_pairs"],
 })

@@ -48,9 +48,9 @@ def resolve_folds(spec, pairs) -> list[Fold]:
 
     ``{"contiguous": k}`` -> :func:`contiguous_folds`; a list of
     ``{name, train, test}`` -> each ``train``/``test`` selected with
-    :func:`unet.training.trainer.select_pairs` (a slice ``"a:b"`` or name patterns).
+    :func:`unet.data.selection.select_pairs` (a slice ``"a:b"`` or name patterns).
     """
-    from unet.training.trainer import select_pairs
+    from unet.data.selection import select_pairs
 
     names = [p.name for p in pairs]
     folds = []

@@ -64,14 +64,14 @@ def build_config(exp: Experiment, run, *, profile: str, overrides=(), fold: Fold
 
 
 def _pairs(cfg):
-    from unet.training.trainer import config_pairs
+    from unet.data.selection import config_pairs
 
     return config_pairs(cfg)
 
 
 def _check_selection(cfg, pairs, fold: Fold):
     """The trainer will see exactly the fold's training images (its name patterns could match more)."""
-    from unet.training.trainer import select_pairs
+    from unet.data.selection import select_pairs
 
     chosen = [p.name for p in select_pairs(pairs, cfg.data.train, what="train")]
     if sorted(chosen) != sorted(fold.train):

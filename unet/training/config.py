@@ -17,13 +17,10 @@ from typing import Any, Optional, Union
 import yaml
 
 from unet.data.augment import Augmentation
-from unet.errors import UserError
+from unet.data.selection import resolve_path  # noqa: F401  (config-relative data paths)
+from unet.errors import ConfigError, UserError  # noqa: F401  (ConfigError: raised here, re-exported)
 
 _AUGMENT = Augmentation()
-
-
-class ConfigError(UserError):
-    """An invalid configuration: unknown key, wrong type or bad value."""
 
 
 @dataclass
@@ -323,13 +320,3 @@ def save_config(cfg: Config, path, *, overwrite: bool = True) -> Path:
 
     text = "# fully resolved configuration of this run (unet train)\n" + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     return write_text_atomic(path, text, overwrite=overwrite)
-
-
-def resolve_path(cfg: Config, p: str) -> Path:
-    """A data path from the config: absolute, else relative to the config file, else to the working dir."""
-    path = Path(p).expanduser()
-    if path.is_absolute():
-        return path
-    if cfg.base_dir and (Path(cfg.base_dir) / path).exists():
-        return (Path(cfg.base_dir) / path).resolve()
-    return path.resolve()

@@ -21,7 +21,6 @@ weights as an uninterrupted run (on CPU).
 from __future__ import annotations
 
 import csv
-import fnmatch
 import math
 import os
 import shutil
@@ -32,51 +31,14 @@ import numpy as np
 import torch
 
 from unet.errors import UserError
-from unet.training.config import Config, ConfigError, resolve_path, save_config
+from unet.data.selection import config_pairs, select_pairs  # noqa: F401  (their home: unet.data.selection)
+from unet.training.config import Config, save_config
 from unet.training.distributed import DistInfo, barrier, init_distributed, shutdown, wrap_model
 from unet.training.loss import IGNORE_INDEX, get_loss
 
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
-
-
-def select_pairs(pairs: list, spec, *, what: str) -> list:
-    """Pick image pairs: ``"a:b"`` slices the (sorted) list, a list of patterns matches names."""
-    if spec in (None, "", "none"):
-        return []
-    if spec == "all":
-        return list(pairs)
-    if isinstance(spec, str) and ":" in spec and not any(c in spec for c in "*?/"):
-        try:
-            a, b = (int(x) if x.strip() else None for x in spec.split(":"))
-        except ValueError:
-            raise ConfigError(f"data.{what}: bad slice {spec!r}; use e.g. '0:20'") from None
-        chosen = pairs[a:b]
-    else:
-        patterns = [spec] if isinstance(spec, str) else [str(p) for p in spec]
-        chosen = [p for p in pairs if any(fnmatch.fnmatch(p.name, pat) for pat in patterns)]
-    if not chosen:
-        names = ", ".join(p.name for p in pairs[:6]) + (" ..." if len(pairs) > 6 else "")
-        raise ConfigError(f"data.{what}={spec!r} selects no image (available: {names})")
-    return chosen
-
-
-def config_pairs(cfg: Config) -> list:
-    """The image pairs of the dataset a config names; a missing folder is a clear error."""
-    from unet.data import dataset_pairs
-
-    root = resolve_path(cfg, cfg.data.root)
-    if not root.exists():
-        raise UserError(f"{root}: data folder not found (data.root={cfg.data.root!r}; "
-                        f"see `unet data fetch {cfg.data.dataset} --dest DIR`)")
-    kw = {}
-    if cfg.data.dataset == "folder":
-        kw = {"images_dir": root / cfg.data.images, "masks_dir": root / cfg.data.masks}
-    try:
-        return dataset_pairs(cfg.data.dataset, root, **kw)
-    except (FileNotFoundError, ValueError) as err:
-        raise UserError(f"{root}: {err}") from err
 
 
 def pick_device(name: str) -> torch.device:
