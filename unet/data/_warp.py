@@ -20,6 +20,16 @@ def _fold(i, n):
     return _mirror_index(i, n)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bspline_weights(t, out):
+    # cubic B-spline weights of the 4 neighbours at fractional offset t in [0, 1)
+    s = 1.0 - t
+    out[0] = s * s * s / 6.0
+    out[1] = (3.0 * t * t * t - 6.0 * t * t + 4.0) / 6.0
+    out[2] = (-3.0 * t * t * t + 3.0 * t * t + 3.0 * t + 1.0) / 6.0
+    out[3] = t * t * t / 6.0
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def warp_kernel(coef, target, weight, ty, mx, oy, ox, a, hy, hx, have_t, have_w, out_img, out_t, out_w):
     nc, h, w = coef.shape
@@ -45,18 +55,8 @@ def warp_kernel(coef, target, weight, ty, mx, oy, ox, a, hy, hx, have_t, have_w,
             x = ox + cx + a[1, 0] * ru + a[1, 1] * rv + dx
             fy = math.floor(y)
             fx = math.floor(x)
-            t = y - fy
-            s = 1.0 - t
-            wy[0] = s * s * s / 6.0
-            wy[1] = (3.0 * t * t * t - 6.0 * t * t + 4.0) / 6.0
-            wy[2] = (-3.0 * t * t * t + 3.0 * t * t + 3.0 * t + 1.0) / 6.0
-            wy[3] = t * t * t / 6.0
-            t = x - fx
-            s = 1.0 - t
-            wx[0] = s * s * s / 6.0
-            wx[1] = (3.0 * t * t * t - 6.0 * t * t + 4.0) / 6.0
-            wx[2] = (-3.0 * t * t * t + 3.0 * t * t + 3.0 * t + 1.0) / 6.0
-            wx[3] = t * t * t / 6.0
+            _bspline_weights(y - fy, wy)
+            _bspline_weights(x - fx, wx)
             iy = int(fy) - 1
             ix = int(fx) - 1
             if iy >= 0 and iy + 3 < h and ix >= 0 and ix + 3 < w:

@@ -252,10 +252,8 @@ def warping_error(
 
     Parameters
     ----------
-    labels : array_like, shape (H, W) or (slices, H, W)
-        Ground truth, 0 = membrane, >0 = cell.
-    proposal : array_like, same shape
-        Cell probability in [0, 1].
+    labels, proposal
+        As in :func:`unet.metrics.pixel_error`.
     threshold : float, optional
         Evaluate at this single threshold instead of the official sweep over
         :data:`~unet.metrics.isbi.WARPING_THRESHOLDS` (0 to 0.9).
