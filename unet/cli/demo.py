@@ -35,7 +35,6 @@ def run(args) -> int:
     from unet.inference import predict_file
     from unet.io import read_image, write_text_atomic
     from unet.training.config import load_config
-    from unet.data.selection import select_pairs
     from unet.training.trainer import Trainer
 
     out = Path(args.out)
