@@ -9,6 +9,7 @@ import unet
 from unet.data.normalize import intensity_range, normalize
 from unet.errors import InputFileError, UserError
 from unet.inference import label_instances, predict_file, predict_tiled
+from unet.inference.files import read_output_tag
 
 from inference_helpers import tiny_unet
 
@@ -77,6 +78,9 @@ def test_probability_types_and_mask(tmp_path, model, image):
     np.testing.assert_array_equal(u8, np.round(p * 255).astype(np.uint8))
     t = float(np.median(p))
     mask = read(predict_file(model, src, tmp_path / "m.tif", tile_size=32, output="mask", threshold=t))
+    # the outputs say what they are, so unet evaluate reads the 8-bit map as probabilities, not as labels
+    assert [read_output_tag(tmp_path / f) for f in ("p16.tif", "p8.tif", "m.tif")] == ["prob", "prob", "mask"]
+    assert read_output_tag(src) is None
     np.testing.assert_array_equal(mask, np.where(p >= t, 255, 0).astype(np.uint8))
 
 

@@ -47,6 +47,29 @@ TIFF_TILE = 256
 TIFF_COMPRESSION = ("zlib", 1)
 #: mask value of foreground pixels (the ISBI 2012 labels use 255 for cells)
 MASK_VALUE = 255
+#: key of the TIFF description / zarr attribute naming what ``predict_file`` wrote (one of :data:`OUTPUTS`)
+OUTPUT_TAG = "unet_output"
+
+
+def read_output_tag(path) -> str | None:
+    """What ``predict_file`` wrote to ``path`` (``"prob"``, ``"mask"``, ``"labels"``), or None if untagged."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                meta = tif.shaped_metadata or ()
+            kind = meta[0].get(OUTPUT_TAG) if meta else None
+        elif path.suffix.lower() == ".zarr":
+            import zarr
+
+            kind = zarr.open_array(str(path), mode="r").attrs.get(OUTPUT_TAG)
+        else:
+            return None
+    except Exception:  # unreadable files are reported by the reader, not here
+        return None
+    return kind if kind in OUTPUTS else None
 
 
 # --------------------------------------------------------------------------- input
@@ -250,11 +273,15 @@ def _tiff_tiles(strips: Iterator[np.ndarray], width: int, tile: int, dtype) -> I
         yield from emit(held)
 
 
-def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, on_ready=None) -> None:
+def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, on_ready=None,
+                  kind: str | None = None) -> None:
     """Write ``planes`` (an iterator of per-plane iterators of row strips) to ``path`` atomically.
 
     ``shape`` is the output's shape ((H, W) or (Z, H, W)); ``on_ready`` is
     called once the target is known to be writable, before any strip is pulled.
+    ``kind`` (``"prob"``, ``"mask"``, ``"labels"``) is recorded in the TIFF
+    description / zarr attributes as ``unet_output`` (:data:`OUTPUT_TAG`), so
+    ``unet evaluate`` knows an 8-bit probability map from instance labels.
     """
     suffix = _output_path_kind(path)
     dtype = np.dtype(dtype)
@@ -272,7 +299,8 @@ def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, o
             with tifffile.TiffWriter(tmp, bigtiff=big) as tw:
                 tw.write(tiles, shape=shape, dtype=dtype, tile=(TIFF_TILE, TIFF_TILE), photometric="minisblack",
                          compression=TIFF_COMPRESSION[0], compressionargs={"level": TIFF_COMPRESSION[1]},
-                         metadata={"axes": "ZYX" if len(shape) == 3 else "YX"})
+                         metadata={"axes": "ZYX" if len(shape) == 3 else "YX",
+                                   **({OUTPUT_TAG: kind} if kind else {})})
     elif suffix == ".zarr":
         import zarr
 
@@ -281,6 +309,8 @@ def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, o
                 on_ready(tmp)
             chunks = (1,) * (len(shape) - 2) + (min(H, 512), min(W, 512))
             arr = zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+            if kind:
+                arr.attrs[OUTPUT_TAG] = kind
             for z, plane in enumerate(planes):
                 y = 0
                 for rows in plane:
@@ -410,9 +440,9 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
     try:
         with eval_mode(model):
             if output == "prob":
-                _write_stream(output_path, planes_prob(), shape, dtype, overwrite=overwrite)
+                _write_stream(output_path, planes_prob(), shape, dtype, overwrite=overwrite, kind="prob")
             elif output == "mask":
-                _write_stream(output_path, planes_mask(), shape, np.uint8, overwrite=overwrite)
+                _write_stream(output_path, planes_mask(), shape, np.uint8, overwrite=overwrite, kind="mask")
             else:
                 _write_labels(output_path, probs, source.num_planes, shape, threshold=threshold,
                               min_size=min_size, overwrite=overwrite)
@@ -447,7 +477,7 @@ def _write_labels(path: Path, probs, num_planes: int, shape, *, threshold: float
             yield strips()
 
     with tempfile.TemporaryDirectory(prefix=".unet-labels-", dir=_temp_parent(path)) as tmp:
-        _write_stream(path, planes(Path(tmp)), shape, np.uint32, overwrite=overwrite)
+        _write_stream(path, planes(Path(tmp)), shape, np.uint32, overwrite=overwrite, kind="labels")
 
 
 def _temp_parent(path: Path) -> str | None:
