@@ -58,8 +58,10 @@ def predict_dask(model, image, *, axes: str | None = None, tile_size=None, chunk
         Output chunks hold ``chunk_tiles`` x ``chunk_tiles`` tiles.
     tile_size, batch_size, tta, memory_limit, margin, device
         As for :func:`unet.inference.predict_tiled`.
-    value_range : (float, float), optional
-        Normalisation range to apply to every window (overrides the default).
+    value_range : (float, float) or array_like, optional
+        Normalisation range to apply to every window (overrides the default):
+        one pair, or ``(planes, channels, 2)`` as from
+        :func:`unet.data.normalize.intensity_ranges` (the default for a path).
 
     Returns
     -------
@@ -80,13 +82,14 @@ def predict_dask(model, image, *, axes: str | None = None, tile_size=None, chunk
     in_channels = getattr(model, "in_channels", 1)
     is_path = isinstance(image, (str, os.PathLike))
     if is_path:
-        from unet.data.normalize import DEFAULT_NORMALIZE, intensity_range
+        from unet.data.normalize import DEFAULT_NORMALIZE, intensity_ranges
         from unet.inference.files import open_image
 
         array, axes = open_image(image, axes=axes, in_channels=in_channels)
         if value_range is None:
             settings = normalize or DEFAULT_NORMALIZE
-            value_range = intensity_range(array, **{k: settings[k] for k in ("mode", "low", "high") if k in settings})
+            value_range = intensity_ranges(array, axes, **{k: settings[k] for k in ("mode", "low", "high")
+                                                           if k in settings})
         image = os.fspath(image)
     else:
         array = image

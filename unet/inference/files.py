@@ -404,7 +404,7 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
     in_channels = getattr(model, "in_channels", 1)
     array, axes = open_image(input_path, axes=axes, in_channels=in_channels)
 
-    from unet.data.normalize import intensity_range
+    from unet.data.normalize import intensity_ranges
 
     source = ImageSource(array, axes, name=str(input_path))
     if source.channels != in_channels:
@@ -412,7 +412,7 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
                                          f"{tuple(array.shape)}), the model expects {in_channels}")
     norm_keys = {k: settings[k] for k in ("mode", "low", "high") if k in settings}
     try:
-        source.value_range = intensity_range(array, **norm_keys)
+        source.value_range = intensity_ranges(array, axes, **norm_keys)  # per channel of each plane
     except ValueError as err:
         raise UserError(f"normalisation settings {settings}: {err}") from err
     except Exception as err:  # decoding errors of compressed data surface on first read

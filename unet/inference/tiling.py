@@ -299,9 +299,11 @@ class ImageSource:
         numpy array, memmap, zarr array or anything sliceable with ``shape``.
     axes : str
         See :func:`parse_axes`.
-    value_range : (float, float), optional
-        Grey values mapped to 0 and 1 (:func:`unet.data.normalize.normalize`),
-        the same for every window; None reads the values as float32.
+    value_range : (float, float) or array_like, optional
+        Grey values mapped to 0 and 1: one ``(low, high)`` pair for all planes
+        and channels, or ``(planes, channels, 2)`` per channel of each plane
+        (:func:`unet.data.normalize.intensity_ranges`, the training rule); the
+        same for every window of a plane.  None reads the values as float32.
     """
 
     def __init__(self, array, axes: str, *, value_range=None, name: str = "image"):
@@ -337,14 +339,16 @@ class ImageSource:
         """Window ``[y0:y1, x0:x1]`` of ``plane`` as float32 (C, h, w), normalised."""
         b = self._band
         if b is not None and b[0] == plane and b[1] <= y0 and y1 <= b[2] and b[3] <= x0 and x1 <= b[4]:
-            return self._normalise(b[5][:, y0 - b[1] : y1 - b[1], x0 - b[3] : x1 - b[3]])
-        return self._normalise(self._read_raw(plane, y0, y1, x0, x1))
+            return self._normalise(b[5][:, y0 - b[1] : y1 - b[1], x0 - b[3] : x1 - b[3]], plane)
+        return self._normalise(self._read_raw(plane, y0, y1, x0, x1), plane)
 
-    def _normalise(self, box: np.ndarray) -> np.ndarray:
+    def _normalise(self, box: np.ndarray, plane: int) -> np.ndarray:
         if self.value_range is not None:
-            from unet.data.normalize import normalize
+            from unet.data.normalize import apply_ranges
 
-            return normalize(box, value_range=self.value_range)
+            ranges = np.asarray(self.value_range, dtype=np.float64)
+            ranges = ranges[plane] if ranges.ndim == 3 else np.broadcast_to(ranges, (self.channels, 2))
+            return apply_ranges(box, ranges)
         return np.asarray(box, dtype=np.float32)
 
     def _read_raw(self, plane: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -592,7 +596,7 @@ def make_progress(progress, total: int, desc: str):
 
 def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: bool = False, device=None,
                   memory_limit=None, progress: bool = False, axes: str | None = None,
-                  margin: int | None = None) -> np.ndarray:
+                  margin: int | None = None, normalize: dict | None = None) -> np.ndarray:
     """Class probabilities of a whole image by the overlap-tile strategy (paper Fig. 2).
 
     Parameters
@@ -602,9 +606,9 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
         run in eval mode under ``torch.inference_mode``; its previous mode is
         restored afterwards.
     image : array_like
-        Already normalised (e.g. :func:`unet.data.normalize.normalize`).  For a
-        one-channel model (H, W); for ``in_channels`` C > 1, (C, H, W); stacks
-        need ``axes`` (e.g. ``"ZYX"``), planes are predicted one by one.
+        Already normalised, or raw with ``normalize``.  For a one-channel
+        model (H, W); for ``in_channels`` C > 1, (C, H, W); stacks need
+        ``axes`` (e.g. ``"ZYX"``), planes are predicted one by one.
     tile_size : int or (int, int), optional
         Output tile size (the partition; input tiles add the halo), rounded
         down to a multiple of 2**depth.  Default: chosen from ``memory_limit``
@@ -624,6 +628,12 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
         Axes of ``image``, e.g. ``"YX"``, ``"CYX"``, ``"ZYX"``, ``"ZCYX"``.
     margin : int, optional
         Same-padded nets only: overlap per side (see :func:`make_grid`).
+    normalize : dict, optional
+        Normalise ``image`` first with these settings (``mode``, ``low``,
+        ``high``; e.g. a checkpoint's ``metadata["normalize"]``) by the rule of
+        training: each channel of each plane on its own
+        (:func:`unet.data.normalize.intensity_ranges`).  None: ``image`` is
+        already normalised.
 
     Returns
     -------
@@ -636,7 +646,12 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
     if 0 in tuple(arr.shape):
         raise UserError(f"image is empty (shape {tuple(arr.shape)})")
     axes = parse_axes(arr.shape, axes, getattr(model, "in_channels", 1))
-    source = ImageSource(arr, axes)
+    value_range = None
+    if normalize is not None:
+        from unet.data.normalize import intensity_ranges
+
+        value_range = intensity_ranges(arr, axes, **{k: normalize[k] for k in ("mode", "low", "high") if k in normalize})
+    source = ImageSource(arr, axes, value_range=value_range)
     grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
                      batch_size=batch_size, margin=margin)
     k = _num_classes(model)
