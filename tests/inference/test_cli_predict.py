@@ -108,3 +108,44 @@ def test_unwritable_output_and_missing_input(setup, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "nope.tif" in err[0]
     assert not (root / "x.tif").exists()
+
+
+def test_non_finite_pixels_are_named_or_replaced(setup, capsys):
+    root, model, ckpt, images = setup
+    stack = np.stack([images["a"], images["a"][::-1]]).astype(np.float32)
+    stack[0, 5, 7], stack[0, 30, 2], stack[1, 0, 0] = np.nan, np.inf, -np.inf
+    src = root / "nan_stack.tif"
+    tifffile.imwrite(src, stack, photometric="minisblack")
+    out = root / "nan_out.tif"
+    args = ["predict", "-c", str(ckpt), str(src), "-o", str(out), "--tile-size", "16", "-q"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nan_stack.tif" in err[0] and "3 of" in err[0] and "--nan-to-num" in err[0]
+    assert not out.exists()
+    with pytest.raises(unet.errors.UserError, match="3 NaN or infinite"):
+        predict_tiled(model, stack, axes="ZYX", tile_size=16)
+    assert main(args + ["--nan-to-num"]) == 0
+    got = tifffile.imread(out)
+    assert np.isfinite(got).all()
+    # the other pixels see the range of the finite pixels, the bad ones the darkest (NaN, -inf) or brightest value
+    lo0, hi0 = intensity_range(stack[0][np.isfinite(stack[0])])
+    lo1, hi1 = intensity_range(stack[1][np.isfinite(stack[1])])
+    for z, (lo, hi) in enumerate(((lo0, hi0), (lo1, hi1))):
+        norm = np.nan_to_num(normalize(stack[z], value_range=(lo, hi)), nan=0.0, posinf=1.0, neginf=0.0)
+        np.testing.assert_array_equal(got[z], predict_tiled(model, norm, tile_size=16)[1])
+
+
+def test_checkpoint_with_non_finite_weights_is_refused(setup, tmp_path, capsys):
+    import torch
+
+    root, model, ckpt, images = setup
+    broken = tiny_unet(depth=2)
+    with torch.no_grad():
+        next(broken.parameters())[0].fill_(float("nan"))
+    bad = unet.save_checkpoint(broken, tmp_path / "nan.pt")
+    rc = main(["predict", "-c", str(bad), str(root / "in" / "a.tif"), "-o", str(tmp_path / "o.tif"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "nan.pt" in err[0] and "NaN or infinite" in err[0]
+    assert not (tmp_path / "o.tif").exists()
+    with pytest.raises(unet.errors.InputFileError, match="1 of"):
+        unet.load_checkpoint(bad)

@@ -34,6 +34,8 @@ def register(sub):
     p.add_argument("--format", choices=["tif", "zarr"], default="tif", help="output format in a folder (default: tif)")
     p.add_argument("--axes", default=None, help="input axes, e.g. YX, ZYX, YXC (default: inferred)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--nan-to-num", action="store_true",
+                   help="predict NaN/infinite pixels of float images as the darkest value (default: an error)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or messages")
     p.set_defaults(func=run)
@@ -109,7 +111,7 @@ def run(args) -> int:
         predict_file(model, src, dst, output=args.output, tile_size=args.tile_size, tta=args.tta,
                      overwrite=args.overwrite, threshold=args.threshold, min_size=args.min_size, dtype=args.dtype,
                      batch_size=args.batch_size, memory_limit=args.memory_limit, device=device, axes=args.axes,
-                     normalize=normalize, progress=not args.quiet)
+                     normalize=normalize, progress=not args.quiet, nan_to_num=args.nan_to_num)
         if not args.quiet:
             print(f"{src} -> {dst}", file=sys.stderr)
     return 0

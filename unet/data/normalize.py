@@ -54,6 +54,10 @@ def intensity_range(image, *, mode: str = "percentile", low: float = 0.1, high: 
         dt = np.dtype(image.dtype)
         return 0.0, float(np.iinfo(dt).max) if dt.kind in "ui" else 1.0
     sample = _subsample(image, max_samples)
+    if sample.dtype.kind == "f" and not np.isfinite(sample).all():  # NaN/inf pixels carry no intensity
+        sample = sample[np.isfinite(sample)]
+        if sample.size == 0:
+            return 0.0, 1.0
     if mode == "minmax":
         lo, hi = float(sample.min()), float(sample.max())
     elif mode == "percentile":
@@ -118,6 +122,28 @@ def apply_ranges(box, ranges) -> np.ndarray:
     lo = ranges[:, 0].astype(np.float32).reshape(shape)
     width = (ranges[:, 1] - ranges[:, 0]).astype(np.float32).reshape(shape)
     return ((np.asarray(box, dtype=np.float32) - lo) / width).astype(np.float32, copy=False)
+
+
+def count_nonfinite(image, axes: str, *, block_bytes: int = 2**26) -> int:
+    """Number of NaN or infinite pixels of ``image`` (0 for integer images), read in bands of rows.
+
+    A single NaN would make every normalised tile NaN (percentiles of a plane
+    with a NaN are NaN), so prediction checks the whole image first."""
+    if np.dtype(image.dtype).kind not in "fc":
+        return 0
+    y = axes.upper().index("Y")
+    row_bytes = max(1, int(np.prod(image.shape)) // max(1, image.shape[y]) * np.dtype(image.dtype).itemsize)
+    step = max(1, block_bytes // row_bytes)
+    total = 0
+    for y0 in range(0, image.shape[y], step):
+        index = tuple(slice(y0, y0 + step) if a == y else slice(None) for a in range(len(image.shape)))
+        total += int(np.count_nonzero(~np.isfinite(np.asarray(image[index]))))
+    return total
+
+
+def replace_nonfinite(normalised: np.ndarray) -> np.ndarray:
+    """Normalised pixels that were NaN or -inf become 0 (the darkest value), +inf 1."""
+    return np.nan_to_num(normalised, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
 
 
 class _Plane:

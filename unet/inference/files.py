@@ -330,6 +330,18 @@ def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, o
 # --------------------------------------------------------------------------- prediction
 
 
+def check_finite(array, axes: str, path, *, nan_to_num: bool = False) -> int:
+    """Count NaN/infinite pixels; an :class:`InputFileError` naming ``path`` and the count unless ``nan_to_num``."""
+    from unet.data.normalize import count_nonfinite
+
+    bad = count_nonfinite(array, axes)
+    if bad and not nan_to_num:
+        raise InputFileError(path, f"{bad} of {int(np.prod(array.shape))} pixels are NaN or infinite (the prediction "
+                                   "would be NaN); pass --nan-to-num / nan_to_num=True to predict them as the "
+                                   "darkest value")
+    return bad
+
+
 def _load(checkpoint_or_model, normalize):
     from unet.data.normalize import DEFAULT_NORMALIZE
 
@@ -358,7 +370,7 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
                  tta: bool = False, overwrite: bool = False, threshold: float = 0.5, min_size: int = 0,
                  dtype: str = "float32", batch_size: int = 1, memory_limit=None, device=None,
                  axes: str | None = None, normalize: dict | None = None, margin: int | None = None,
-                 progress=False) -> Path:
+                 progress=False, nan_to_num: bool = False) -> Path:
     """Predict an image file of any size, out of core, into a TIFF, zarr, PNG or npy file.
 
     Parameters
@@ -384,6 +396,11 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
         Replace an existing output (otherwise :class:`UserError`).
     progress : bool
         tqdm bar over tiles.
+    nan_to_num : bool
+        Float images are checked for NaN/infinite pixels first (one pass over
+        the file), which would make the whole output NaN: an error naming the
+        count, or with ``nan_to_num`` they are predicted as 0 after
+        normalisation (+inf as 1), the range computed on the finite pixels.
 
     Returns
     -------
@@ -411,6 +428,13 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
         raise InputFileError(input_path, f"has {source.channels} channel(s) (axes {axes}, shape "
                                          f"{tuple(array.shape)}), the model expects {in_channels}")
     norm_keys = {k: settings[k] for k in ("mode", "low", "high") if k in settings}
+    try:
+        check_finite(array, axes, input_path, nan_to_num=nan_to_num)
+    except UserError:
+        raise
+    except Exception as err:  # decoding errors of compressed data surface on first read
+        raise InputFileError(input_path, f"cannot read image data ({type(err).__name__}: {err})") from err
+    source.nan_to_num = nan_to_num
     try:
         source.value_range = intensity_ranges(array, axes, **norm_keys)  # per channel of each plane
     except ValueError as err:

@@ -306,10 +306,12 @@ class ImageSource:
         same for every window of a plane.  None reads the values as float32.
     """
 
-    def __init__(self, array, axes: str, *, value_range=None, name: str = "image"):
+    def __init__(self, array, axes: str, *, value_range=None, name: str = "image", nan_to_num: bool = False):
         self.array = array
         self.axes = axes
         self.value_range = value_range
+        #: NaN/-inf pixels read as 0 and +inf as 1 after normalisation (else they make the output NaN)
+        self.nan_to_num = nan_to_num
         self.name = name
         shape = dict(zip(axes, array.shape))
         self.height, self.width = int(shape["Y"]), int(shape["X"])
@@ -348,8 +350,14 @@ class ImageSource:
 
             ranges = np.asarray(self.value_range, dtype=np.float64)
             ranges = ranges[plane] if ranges.ndim == 3 else np.broadcast_to(ranges, (self.channels, 2))
-            return apply_ranges(box, ranges)
-        return np.asarray(box, dtype=np.float32)
+            box = apply_ranges(box, ranges)
+        else:
+            box = np.asarray(box, dtype=np.float32)
+        if self.nan_to_num:
+            from unet.data.normalize import replace_nonfinite
+
+            box = replace_nonfinite(np.array(box, dtype=np.float32))
+        return box
 
     def _read_raw(self, plane: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         index, kept = [], []
@@ -651,6 +659,12 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
         from unet.data.normalize import intensity_ranges
 
         value_range = intensity_ranges(arr, axes, **{k: normalize[k] for k in ("mode", "low", "high") if k in normalize})
+    from unet.data.normalize import count_nonfinite
+
+    bad = count_nonfinite(arr, axes)
+    if bad:
+        raise UserError(f"image holds {bad} NaN or infinite pixel(s) of {int(np.prod(arr.shape))}: they would make "
+                        "the prediction NaN; replace them first (e.g. numpy.nan_to_num)")
     source = ImageSource(arr, axes, value_range=value_range)
     grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
                      batch_size=batch_size, margin=margin)
