@@ -58,7 +58,7 @@ def test_single_file_output_mask_and_overwrite(setup, capsys):
     args = ["predict", "-c", str(ckpt), str(root / "in" / "a.tif"), "-o", str(out), "--output", "mask", "-q"]
     assert main(args) == 0
     mask = tifffile.imread(out)
-    np.testing.assert_array_equal(mask, np.where(expected_prob(model, images["a"]) >= 0.5, 255, 0))
+    np.testing.assert_array_equal(mask, np.where(expected_prob(model, images["a"]) > 0.5, 255, 0))
     out.write_bytes(b"old")
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -149,3 +149,45 @@ def test_checkpoint_with_non_finite_weights_is_refused(setup, tmp_path, capsys):
     assert not (tmp_path / "o.tif").exists()
     with pytest.raises(unet.errors.InputFileError, match="1 of"):
         unet.load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--threshold", "1.5", "--threshold must be a probability in [0, 1]"),
+    ("--threshold", "-0.1", "--threshold must be a probability in [0, 1]"),
+    ("--threshold", "nan", "--threshold must be a probability in [0, 1]"),
+    ("--batch-size", "0", "--batch-size must be at least 1"),
+    ("--min-size", "-1", "--min-size must be >= 0"),
+    ("--memory-limit", "0", "memory limit must be positive"),
+    ("--tile-size", "3", "--tile-size: tile size must be a whole number of pixels >= 4"),
+])
+def test_bad_options_exit_2_with_one_line(setup, tmp_path, capsys, option, value, message):
+    root, model, ckpt, images = setup
+    out = tmp_path / "o.tif"
+    rc = main(["predict", "-c", str(ckpt), str(root / "in" / "a.tif"), "-o", str(out), option, value, "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+def test_tile_size_rounding_is_reported_and_library_refuses_small_tiles(setup, tmp_path, capsys):
+    root, model, ckpt, images = setup
+    out = tmp_path / "o.tif"
+    assert main(["predict", "-c", str(ckpt), str(root / "in" / "a.tif"), "-o", str(out), "--tile-size", "10"]) == 0
+    assert "--tile-size 10 rounded down to 8, a multiple of 2**depth = 4" in capsys.readouterr().err
+    with pytest.raises(unet.errors.UserError, match=">= 4"):
+        predict_tiled(model, images["a"] / 255.0, tile_size=2)
+    with pytest.raises(unet.errors.UserError, match="batch size"):
+        predict_tiled(model, images["a"] / 255.0, tile_size=8, batch_size=0)
+
+
+def test_mask_and_labels_use_strictly_greater_than_threshold(setup, tmp_path):
+    root, model, ckpt, images = setup
+    p = expected_prob(model, images["a"])
+    t = float(np.sort(p.ravel())[p.size // 3])  # a probability some pixels have exactly
+    src = str(root / "in" / "a.tif")
+    for output in ("mask", "labels"):
+        out = tmp_path / f"{output}.tif"
+        assert main(["predict", "-c", str(ckpt), src, "-o", str(out), "--tile-size", "16", "--output", output,
+                     "--threshold", repr(t), "-q"]) == 0
+        np.testing.assert_array_equal(tifffile.imread(out) > 0, p > t)
+    assert np.any(p == t)

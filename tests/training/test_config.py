@@ -33,6 +33,7 @@ def test_file_and_overrides(tmp_path):
     ("eval.metrics=[iou, accuracy]", "unknown metric 'accuracy'"),
     ("loss.class_weights=[1]", "class_weights"),
     ("model.unet.dropout=1.5", "dropout"),
+    ("model.unet.depth=9", "model.unet.depth must be <= 6"),
     ("steps", "expected key=value"),
 ])
 def test_bad_values_are_named(override, message):

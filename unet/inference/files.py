@@ -330,6 +330,14 @@ def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, o
 # --------------------------------------------------------------------------- prediction
 
 
+def check_options(*, threshold: float = 0.5, min_size: int = 0) -> None:
+    """:class:`UserError` for a threshold outside [0, 1] (or NaN) or a negative ``min_size``."""
+    if not 0 <= threshold <= 1:  # also False for NaN
+        raise UserError(f"threshold must be a probability in [0, 1], got {threshold}")
+    if min_size < 0:
+        raise UserError(f"min_size must be >= 0 pixels, got {min_size}")
+
+
 def check_finite(array, axes: str, path, *, nan_to_num: bool = False) -> int:
     """Count NaN/infinite pixels; an :class:`InputFileError` naming ``path`` and the count unless ``nan_to_num``."""
     from unet.data.normalize import count_nonfinite
@@ -386,7 +394,8 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
         (assembled in memory).  Same height/width (and planes) as the input.
     output : {"prob", "mask", "labels"}
         Foreground probability (``dtype``: float32, float16 or uint8 scaled to
-        0..255); binary mask (uint8, 255 where the probability >= ``threshold``);
+        0..255); binary mask (uint8, 255 where the probability > ``threshold``,
+        strictly, the convention of the metrics and of the ISBI challenge code);
         instance labels (uint32 connected components of the mask, 4-connected,
         components smaller than ``min_size`` pixels removed, consistent across
         tiles; planes of a stack labelled separately).
@@ -412,6 +421,7 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
         raise UserError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     if dtype not in PROB_DTYPES:
         raise UserError(f"dtype must be one of {', '.join(PROB_DTYPES)}, got {dtype!r}")
+    check_options(threshold=threshold, min_size=min_size)
     _output_path_kind(output_path)
     if output_path.exists() and not overwrite:
         raise UserError(f"{output_path}: already exists (pass --overwrite / overwrite=True to replace it)")
@@ -459,7 +469,7 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
 
     def planes_mask():
         for z in range(source.num_planes):
-            yield ((p >= threshold).astype(np.uint8) * MASK_VALUE for p in probs(z))
+            yield ((p > threshold).astype(np.uint8) * MASK_VALUE for p in probs(z))
 
     try:
         with eval_mode(model):
@@ -488,7 +498,7 @@ def _write_labels(path: Path, probs, num_planes: int, shape, *, threshold: float
             labeller, files = StripLabeller(), []
             for i, p in enumerate(probs(z)):
                 f = tmpdir / f"z{z}_s{i}.npy"
-                np.save(f, labeller.add(p >= threshold))
+                np.save(f, labeller.add(p > threshold))
                 files.append(f)
             lut = labeller.lookup(min_size=min_size)
 

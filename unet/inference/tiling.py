@@ -91,12 +91,16 @@ def parse_memory(value) -> int | None:
     if value is None:
         return None
     if isinstance(value, (int, float)):
-        return int(value)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(value))
-    if not m:
-        raise UserError(f"cannot read memory size {value!r} (examples: 800M, 2G, 1.5GB)")
-    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
-    return int(float(m.group(1)) * scale)
+        n = int(value) if value == value else 0  # NaN: refused below
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(value))
+        if not m:
+            raise UserError(f"cannot read memory size {value!r} (examples: 800M, 2G, 1.5GB)")
+        scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
+        n = int(float(m.group(1)) * scale)
+    if n <= 0:
+        raise UserError(f"memory limit must be positive, got {value!r} (examples: 800M, 2G, 1.5GB)")
+    return n
 
 
 def bytes_per_input_pixel(model) -> int:
@@ -193,6 +197,20 @@ def choose_tile_size(model, shape: Sequence[int], *, memory_limit=None, batch_si
     return best[1] if best else (step, step)
 
 
+def rounded_tile_size(model, tile_size) -> tuple[int, int]:
+    """``tile_size`` (int or (y, x)) rounded down to a multiple of 2**depth.
+
+    Tile origins must lie on the pooling grid (multiples of 2**depth) for the
+    tiles to see the pixel pairs the whole-image network sees; smaller tiles
+    are an error rather than silently enlarged."""
+    step = _step(model)
+    ts = (tile_size, tile_size) if np.isscalar(tile_size) else tuple(tile_size)
+    if len(ts) != 2 or any(int(t) != t or int(t) < step for t in ts):
+        raise UserError(f"tile size must be a whole number of pixels >= {step} (2**depth for this "
+                        f"depth-{getattr(model, 'depth', 0)} network), got {tile_size}")
+    return tuple(int(t) // step * step for t in ts)
+
+
 def make_grid(model, shape: Sequence[int], *, tile_size=None, memory_limit=None, batch_size: int = 1,
               margin: int | None = None) -> TileGrid:
     """The :class:`TileGrid` for a plane of ``shape`` (height, width).
@@ -200,9 +218,12 @@ def make_grid(model, shape: Sequence[int], *, tile_size=None, memory_limit=None,
     Parameters
     ----------
     tile_size : int or (int, int), optional
-        Output tile size; rounded down to a multiple of 2**depth (the pooling
-        grid, paper Sec. 3) and capped at the image.  Default: from the memory
-        budget (:func:`choose_tile_size`).
+        Output tile size, at least 2**depth (else :class:`UserError`); rounded
+        down to a multiple of 2**depth (the pooling grid, paper Sec. 3; see
+        :func:`rounded_tile_size`) and capped at the image.  Default: from the
+        memory budget (:func:`choose_tile_size`).
+    batch_size : int
+        Tiles per forward pass, >= 1.
     margin : int, optional
         Same-padded nets only: overlap per side (default: the receptive-field
         radius, :func:`context_radius`, rounded up to 2**depth).
@@ -213,13 +234,14 @@ def make_grid(model, shape: Sequence[int], *, tile_size=None, memory_limit=None,
     if min(shape) < 1:
         raise UserError(f"image is empty (shape {shape})")
     step = _step(model)
+    if not int(batch_size) >= 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    if memory_limit is not None:
+        parse_memory(memory_limit)  # refuses 0 and nonsense before any work
     if tile_size is None:
         tile = choose_tile_size(model, shape, memory_limit=memory_limit, batch_size=batch_size, margin=margin)
     else:
-        ts = (tile_size, tile_size) if np.isscalar(tile_size) else tuple(tile_size)
-        if any(int(t) < 1 for t in ts):
-            raise UserError(f"tile size must be positive, got {tile_size}")
-        tile = tuple(max(step, int(t) // step * step) for t in ts)
+        tile = rounded_tile_size(model, tile_size)
     tile = tuple(min(t, _round_up(s, step)) for t, s in zip(tile, shape))
     if _is_valid(model):
         h = halo(model)

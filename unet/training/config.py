@@ -179,6 +179,9 @@ CHOICES = {
     "data.dataset": ("isbi2012", "dic-hela", "phc-u373", "folder"),
 }
 METRICS = ("iou", "dice", "pixel", "rand", "warping", "seg")
+#: deepest U-Net accepted: depth 6 already has a 380 px halo (smallest input tile 828 px) and, with 64
+#: base channels, 500 M parameters; each level more doubles the tile and quadruples the parameters
+MAX_DEPTH = 6
 POSITIVE = ("train.steps", "train.batch_size", "train.tile_size", "train.val_every", "train.checkpoint_every",
             "train.log_every", "optim.lr", "loss.sigma", "augment.elastic_grid", "model.unet.base_channels",
             "model.unet.depth", "model.fcn.base_channels", "model.fcn.fc_channels")
@@ -259,6 +262,10 @@ def _validate(cfg: Config, source: str) -> Config:
     for key in NON_NEGATIVE:
         if flat[key] < 0:
             raise ConfigError(f"{source}: {key} must be >= 0, got {flat[key]!r}")
+    if cfg.model.unet.depth > MAX_DEPTH:
+        raise ConfigError(f"{source}: model.unet.depth must be <= {MAX_DEPTH}, got {cfg.model.unet.depth} (paper: 4; "
+                          "depth 7 needs input tiles of at least 1660 px and, with 64 base channels, 2 billion "
+                          "parameters)")
     if not 0 <= cfg.model.unet.dropout < 1 or not 0 <= cfg.model.fcn.dropout < 1:
         raise ConfigError(f"{source}: dropout must be in [0, 1)")
     for m in cfg.eval.metrics:
