@@ -87,6 +87,16 @@ def read_checkpoint(path) -> dict:
     return payload
 
 
+def check_finite_weights(state_dict: dict, path) -> None:
+    """:class:`InputFileError` if any weight is NaN or infinite (every prediction would be NaN)."""
+    bad = [k for k, v in state_dict.items()
+           if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise InputFileError(path, f"{len(bad)} of {len(state_dict)} weight tensors hold NaN or infinite values "
+                                   f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}): the model is unusable "
+                                   "(a diverged training?)")
+
+
 def load_checkpoint(path, *, map_location="cpu", with_metadata: bool = False):
     """Rebuild the model saved in ``path`` and load its weights.
 
@@ -100,6 +110,7 @@ def load_checkpoint(path, *, map_location="cpu", with_metadata: bool = False):
     from unet.models import create_model
 
     payload = read_checkpoint(path)
+    check_finite_weights(payload["state_dict"], path)
     model = create_model(payload["model"], **payload["model_kwargs"])
     try:
         model.load_state_dict(payload["state_dict"])

@@ -26,3 +26,10 @@ def test_console_script_installed():
 def test_unknown_model_is_a_clear_error(capsys):
     assert main(["info", "--model", "resnet"]) == 2
     assert "unknown model 'resnet'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", ["-1", "0"])
+def test_info_refuses_a_non_positive_input_size(capsys, size):
+    assert main(["info", "--input-size", size]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--input-size must be a positive number" in err and "\n" not in err

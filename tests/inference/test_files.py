@@ -6,9 +6,11 @@ import tifffile
 import zarr
 
 import unet
-from unet.data.normalize import intensity_range, normalize
+from unet.data.loaders import ImagePair, load_sample
+from unet.data.normalize import DEFAULT_NORMALIZE, intensity_range, normalize
 from unet.errors import InputFileError, UserError
 from unet.inference import label_instances, predict_file, predict_tiled
+from unet.inference.files import read_output_tag
 
 from inference_helpers import tiny_unet
 
@@ -75,9 +77,13 @@ def test_probability_types_and_mask(tmp_path, model, image):
     assert f16.dtype == np.float16 and u8.dtype == np.uint8
     np.testing.assert_array_equal(f16, p.astype(np.float16))
     np.testing.assert_array_equal(u8, np.round(p * 255).astype(np.uint8))
-    t = float(np.median(p))
+    t = float(np.sort(p.ravel())[p.size // 2])  # a value some pixels have: they are background
+    assert np.any(p == t)
     mask = read(predict_file(model, src, tmp_path / "m.tif", tile_size=32, output="mask", threshold=t))
-    np.testing.assert_array_equal(mask, np.where(p >= t, 255, 0).astype(np.uint8))
+    # the outputs say what they are, so unet evaluate reads the 8-bit map as probabilities, not as labels
+    assert [read_output_tag(tmp_path / f) for f in ("p16.tif", "p8.tif", "m.tif")] == ["prob", "prob", "mask"]
+    assert read_output_tag(src) is None
+    np.testing.assert_array_equal(mask, np.where(p > t, 255, 0).astype(np.uint8))  # strictly, as the metrics
 
 
 def test_instance_labels_agree_across_tile_borders(tmp_path, model, image):
@@ -102,15 +108,36 @@ def test_instance_labels_agree_across_tile_borders(tmp_path, model, image):
     assert 0 < lab.max()
 
 
-def test_stack_predicted_slice_by_slice_with_one_normalisation(tmp_path, model, image):
-    stack = np.stack([image, image[::-1] // 2, image[:, ::-1]])
+def _trained_view(path, index=None):
+    """The image as training sees it (load_sample: each channel of the page normalised on its own)."""
+    return load_sample(ImagePair(image=path, mask=None, name="x", index=index), normalize=DEFAULT_NORMALIZE).image
+
+
+def test_stack_planes_are_normalised_one_by_one_as_in_training(tmp_path, model, image):
+    stack = np.stack([image, image[::-1] // 8, image[:, ::-1].astype(np.uint16) * 40]).astype(np.uint16)
     src = tmp_path / "stack.tif"
     tifffile.imwrite(src, stack, compression="zlib", photometric="minisblack")
     got = read(predict_file(model, src, tmp_path / "out.tif", tile_size=48))
     assert got.shape == stack.shape
-    rng = intensity_range(stack)  # one mapping for the whole stack
     for z in range(3):
-        np.testing.assert_array_equal(got[z], predict_tiled(model, normalize(stack[z], value_range=rng), tile_size=48)[1])
+        np.testing.assert_array_equal(got[z], predict_tiled(model, _trained_view(src, z)[0], tile_size=48)[1])
+    # predict_tiled on the raw stack applies the same rule
+    np.testing.assert_array_equal(predict_tiled(model, stack, axes="ZYX", tile_size=48,
+                                                normalize=DEFAULT_NORMALIZE)[:, 1], got)
+
+
+def test_channels_are_normalised_one_by_one_as_in_training(tmp_path, image):
+    model = tiny_unet(depth=2, in_channels=3)
+    rgb = np.stack([image, image[::-1] // 8 + 3, 255 - image // 2], axis=-1).astype(np.uint8)  # other ranges
+    src = tmp_path / "rgb.tif"
+    tifffile.imwrite(src, rgb, photometric="rgb")
+    expected = predict_tiled(model, _trained_view(src), tile_size=48)[1]
+    np.testing.assert_array_equal(read(predict_file(model, src, tmp_path / "out.tif", tile_size=48)), expected)
+    np.testing.assert_array_equal(predict_tiled(model, rgb, axes="YXC", tile_size=48,
+                                                normalize=DEFAULT_NORMALIZE)[1], expected)
+    from unet.inference import predict_dask
+
+    np.testing.assert_array_equal(predict_dask(model, src, tile_size=48).compute(scheduler="sync")[1], expected)
 
 
 def test_checkpoint_normalisation_settings_are_used(tmp_path, model, image):

@@ -55,11 +55,14 @@ def test_float_stack_against_folder_and_order_matching(isbi_pair, tmp_path, caps
     assert main(["evaluate", str(stack), str(gt_dir), "--metric", "iou", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert [r["iou"] for r in doc["images"]] == [M.iou(arrays[k][0], probs[i]) for i, k in enumerate(("0", "1"))]
-    # Different stems and no numbers in common: paired by order, and the command says so.
+    # Different stems and no numbers in common: an error, unless --pair-by-order asks for order pairing.
     renamed = tmp_path / "renamed"
     for i, k in enumerate(("a", "b")):
         write_image(renamed / f"pred_{k}.tif", probs[i])
-    assert main(["evaluate", str(renamed), str(gt_dir), "--metric", "iou,isbi", "--json", str(out), "--overwrite"]) == 0
+    assert main(["evaluate", str(renamed), str(gt_dir), "--metric", "iou,isbi", "--json", str(out), "--overwrite"]) == 2
+    assert "--pair-by-order" in capsys.readouterr().err
+    assert main(["evaluate", str(renamed), str(gt_dir), "--metric", "iou,isbi", "--json", str(out), "--overwrite",
+                 "--pair-by-order"]) == 0
     assert "sorted order" in capsys.readouterr().out
     doc = json.loads(out.read_text())
     assert doc["metrics"] == ["iou", "isbi"] and doc["matched_by"].startswith("sorted order")
@@ -161,3 +164,106 @@ def test_seg_of_a_probability_map_components_or_seeded_watershed(tmp_path, capsy
     assert "seeded watershed" in capsys.readouterr().out
     assert main(["evaluate", pred_path, gt_path, "--metric", "seg", "--seed-threshold", "0.2"]) == 2
     assert "--seed-threshold" in capsys.readouterr().err
+
+
+def _numbered_folders(tmp_path, pred_names, gt_names):
+    """Ground truth ``k`` is a vertical membrane at column ``k``; its prediction is the same image as float."""
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    for k, (p, g) in enumerate(zip(pred_names, gt_names)):
+        gt = np.full((16, 40), 255, np.uint8)
+        gt[:, 3 + k] = 0
+        write_image(gt_dir / g, gt)
+        write_image(pred_dir / p, (gt / 255.0).astype(np.float32))
+    return pred_dir, gt_dir
+
+
+def test_predict_outputs_pair_with_their_ground_truth_by_stem(tmp_path):
+    # unet predict writes N_prob.tif for N.png; lexical order would put 28_prob before 2_prob but 2.png before 28.png
+    numbers = [1, 2, 10, 28, 3]
+    pred_dir, gt_dir = _numbered_folders(tmp_path, [f"{n}_prob.tif" for n in numbers], [f"{n}.png" for n in numbers])
+    out = tmp_path / "r.json"
+    assert main(["evaluate", str(pred_dir), str(gt_dir), "--metric", "iou", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["name"] for r in doc["images"]] == ["1", "2", "3", "10", "28"]  # numbers sorted as numbers
+    assert all(r["pred"].endswith(f"{r['name']}_prob.tif") for r in doc["images"])
+    assert [r["iou"] for r in doc["images"]] == [1.0] * 5  # each scored against its own ground truth
+
+
+def test_unrelated_names_are_an_error_unless_paired_by_order(tmp_path, capsys):
+    pred_dir, gt_dir = _numbered_folders(tmp_path, ["b2.tif", "b10.tif", "b9x.tif"], ["a2.png", "a9.png", "a10.png"])
+    assert main(["evaluate", str(pred_dir), str(gt_dir), "--metric", "iou"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot pair" in err and "--pair-by-order" in err and "\n" not in err
+    out = tmp_path / "r.json"
+    assert main(["evaluate", str(pred_dir), str(gt_dir), "--metric", "iou", "--pair-by-order", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    # natural order on both sides: b2, b9x, b10 <-> a2, a9, a10
+    assert [(r["pred"][-7:], r["name"]) for r in doc["images"]] == [
+        ("/b2.tif", "a2"), ("b9x.tif", "a9"), ("b10.tif", "a10")]
+    assert "sorted order" in capsys.readouterr().out
+
+
+def test_stack_against_folder_uses_numeric_order(tmp_path):
+    gt_dir = tmp_path / "gt"
+    probs = []
+    for k in range(12):
+        gt = np.full((16, 40), 255, np.uint8)
+        gt[:, 3 + k] = 0
+        write_image(gt_dir / f"{k}.png", gt)
+        probs.append(gt / 255.0)
+    stack = tmp_path / "probs.tif"
+    write_image(stack, np.stack(probs).astype(np.float32))
+    out = tmp_path / "r.json"
+    assert main(["evaluate", str(stack), str(gt_dir), "--metric", "iou", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [r["iou"] for r in doc["images"]] == [1.0] * 12
+
+
+def _two_cells_and_noisy_probability(seed=0):
+    gt = np.zeros((24, 48), np.uint16)
+    gt[3:20, 3:20], gt[3:20, 26:44] = 1, 2
+    rng = np.random.default_rng(seed)
+    prob = np.where(gt > 0, 0.9, 0.1) + rng.uniform(-0.08, 0.08, gt.shape)  # many grey levels
+    return gt, prob.astype(np.float32)
+
+
+def test_seg_of_an_8bit_probability_map_from_predict(tmp_path, capsys):
+    from unet.inference.files import _write_stream, read_output_tag
+
+    gt, prob = _two_cells_and_noisy_probability()
+    write_image(tmp_path / "gt.tif", gt)
+    as_uint8 = np.round(prob * 255).astype(np.uint8)
+    # written the way unet predict --dtype uint8 writes it (tagged as a probability map)
+    _write_stream(tmp_path / "p8.tif", iter([iter([as_uint8])]), as_uint8.shape, np.uint8, overwrite=False,
+                  kind="prob")
+    assert read_output_tag(tmp_path / "p8.tif") == "prob"
+    out = tmp_path / "r.json"
+    assert main(["evaluate", str(tmp_path / "p8.tif"), str(tmp_path / "gt.tif"), "--metric", "seg",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["images"][0]["seg"] == 1.0  # two cells found, not grey levels as ids
+    # an untagged 8-bit PNG is read as labels (and the command says so) unless --pred-kind prob
+    write_image(tmp_path / "p8.png", as_uint8)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "p8.png"), str(tmp_path / "gt.tif"), "--metric", "seg",
+                 "--json", str(out), "--overwrite"]) == 0
+    assert json.loads(out.read_text())["images"][0]["seg"] < 0.5
+    assert "--pred-kind prob" in capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "p8.png"), str(tmp_path / "gt.tif"), "--metric", "seg",
+                 "--json", str(out), "--overwrite", "--pred-kind", "prob"]) == 0
+    assert json.loads(out.read_text())["images"][0]["seg"] == 1.0
+
+
+def test_default_metric_is_decided_from_all_ground_truth_files(tmp_path):
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    one_cell = np.zeros((20, 20), np.uint16)
+    one_cell[4:12, 4:12] = 5  # alone, this frame looks binary
+    three_cells = np.zeros((20, 20), np.uint16)
+    three_cells[1:6, 1:6], three_cells[8:14, 8:14], three_cells[15:19, 2:9] = 1, 2, 3
+    for name, gt in (("man_seg000.tif", one_cell), ("man_seg001.tif", three_cells)):
+        write_image(gt_dir / name, gt)
+        write_image(pred_dir / name.replace("man_seg", "mask"), gt)
+    out = tmp_path / "r.json"
+    assert main(["evaluate", str(pred_dir), str(gt_dir), "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["metrics"] == ["seg"]
+    assert [r["seg"] for r in doc["images"]] == [1.0, 1.0]

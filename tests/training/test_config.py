@@ -33,6 +33,7 @@ def test_file_and_overrides(tmp_path):
     ("eval.metrics=[iou, accuracy]", "unknown metric 'accuracy'"),
     ("loss.class_weights=[1]", "class_weights"),
     ("model.unet.dropout=1.5", "dropout"),
+    ("model.unet.depth=9", "model.unet.depth must be <= 6"),
     ("steps", "expected key=value"),
 ])
 def test_bad_values_are_named(override, message):
@@ -62,3 +63,18 @@ def test_augmentation_defaults_have_one_source():
     assert config_defaults == {k: v for k, v in dataclasses.asdict(Augmentation()).items() if k in config_defaults}
     # the values that trained every result so far (README: Augmentation)
     assert (Augmentation().rotate, Augmentation().gray_contrast, Augmentation().gray_gamma) == (0.0, 0.2, 0.2)
+
+
+def test_scientific_notation_in_files_and_overrides(tmp_path):
+    # YAML 1.1 reads 1e-4 (no dot) as a string; configs and --set must read it as a number
+    p = tmp_path / "c.yaml"
+    p.write_text("optim: {lr: 1e-4, weight_decay: 5E-5}\nloss: {w0: .5e1}\ntrain: {steps: 2e3}\n")
+    cfg = load_config(p)
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.loss.w0, cfg.train.steps) == (1e-4, 5e-5, 5.0, 2000)
+    assert isinstance(cfg.train.steps, int)
+    cfg = load_config(p, overrides=["optim.lr=3e-3", "train.steps=1e2", "experiment=run1e5"])
+    assert (cfg.optim.lr, cfg.train.steps, cfg.experiment) == (3e-3, 100, "run1e5")
+    with pytest.raises(ConfigError, match="train.steps must be int"):
+        load_config(overrides=["train.steps=1.5e0"])
+    again = load_config(save_config(cfg, tmp_path / "resolved.yaml"))
+    assert again.to_dict() == cfg.to_dict()

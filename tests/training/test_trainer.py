@@ -111,3 +111,43 @@ def test_cli_bad_config_fails_before_training(tiny_isbi, tmp_path, capsys, args,
 def test_cli_missing_config(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")]) == 2
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_resume_refuses_changes_it_cannot_honour_and_records_the_others(tiny_isbi, tmp_path, capsys):
+    import yaml
+
+    extra = {"train.steps": 2, "train.val_every": 2, "train.checkpoint_every": 2}
+    Trainer(_cfg(tiny_isbi, **extra), tmp_path / "r", quiet=True).fit()
+    before = (tmp_path / "r/config.yaml").read_text()
+    with pytest.raises(UserError, match=r"--resume cannot change optim.lr 0.01 -> 0.0001"):
+        Trainer(_cfg(tiny_isbi, **extra, **{"optim.lr": 1e-4}), tmp_path / "r", quiet=True, resume=True)
+    rc = main(["train", "--config", "unused", "--out", str(tmp_path / "r"), "--resume", "--quiet",
+               "--set", "optim.lr=1e-4"])
+    assert rc == 2 and "cannot change optim.lr" in capsys.readouterr().err
+    assert (tmp_path / "r/config.yaml").read_text() == before and read_checkpoint(tmp_path / "r/last.pt")["step"] == 2
+    # more steps: applied, and config.yaml and the checkpoint say so
+    assert main(["train", "--config", "unused", "--out", str(tmp_path / "r"), "--resume", "--quiet",
+                 "--set", "train.steps=3"]) == 0
+    assert "train.steps: 2 -> 3" in capsys.readouterr().out
+    ckpt = read_checkpoint(tmp_path / "r/last.pt")
+    saved = yaml.safe_load((tmp_path / "r/config.yaml").read_text())
+    assert ckpt["step"] == 3 and ckpt["metadata"]["config"]["train"]["steps"] == saved["train"]["steps"] == 3
+    assert ckpt["metadata"]["config"]["optim"]["lr"] == saved["optim"]["lr"] == 0.01
+
+
+def test_init_from_another_architecture_needs_partial_init(tiny_isbi, tmp_path, capsys):
+    cfg = _cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1})
+    Trainer(cfg, tmp_path / "src", quiet=True).fit()
+    src = tmp_path / "src/last.pt"
+    deeper = _cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1, "model.unet.depth": 3})
+    with pytest.raises(UserError, match=r"only \d+ of the \d+ tensors .*--partial-init"):
+        Trainer(deeper, tmp_path / "dst", quiet=True, init_from=src).fit()
+    assert not (tmp_path / "dst/last.pt").exists()  # refused before any training
+    t = Trainer(deeper, tmp_path / "dst", init_from=src, partial_init=True)
+    t.fit()
+    report = capsys.readouterr().out
+    n_loaded, n_all = (int(x) for x in report.split("initialised ")[1].split(" ")[0].split("/"))
+    assert 0 < n_loaded < n_all and "kept their fresh initialisation" in report
+    same = _cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1})
+    Trainer(same, tmp_path / "dst2", init_from=src).fit()  # the same architecture loads whole without the flag
+    assert "kept their fresh" not in capsys.readouterr().out

@@ -1,13 +1,15 @@
 """``unet evaluate PRED GT``: score predictions against ground truth with the paper's metrics.
 
 PRED and GT are image files (TIFF, PNG, npy; a multi-page TIFF or 3-D npy is a
-stack) or folders of them.  Folders are paired by file stem, else by the
-number at the end of the stem (``t002.tif`` <-> ``man_seg002.tif``), else by
-sorted order when both hold as many files (the command says which).  A stack
-file against a folder with one file per slice is split into its slices.
+stack) or folders of them.  Folders are paired by file stem (a prediction's
+``_prob``/``_mask``/``_labels`` suffix from ``unet predict`` ignored), else by the
+number at the end of the stem (``t002.tif`` <-> ``man_seg002.tif``); files that
+pair by neither are an error unless ``--pair-by-order`` asks for natural sort
+order (``2`` before ``10``).  A stack file against a folder with one file per
+slice is split into its slices (folder in natural sort order).
 
-Metrics (``--metric``, repeatable; default ``isbi`` when the ground truth is
-binary, ``seg`` when it holds instance labels):
+Metrics (``--metric``, repeatable; default ``seg`` when any ground-truth file
+holds instance labels, else ``isbi``):
 
 * ``isbi``: pixel, Rand and warping errors of the ISBI 2012 challenge
   (:func:`unet.metrics.isbi_errors`).  GT: 0 = membrane, >0 = cell (ISBI PNGs
@@ -41,17 +43,25 @@ def register(sub):
         "evaluate",
         help="score predictions against ground truth (ISBI errors, SEG, IoU)",
         description="Score predictions against ground truth. PRED and GT are image files (TIFF/PNG/npy, "
-        "stacks allowed) or folders matched by file stem (else by trailing number, else by order). "
+        "stacks allowed) or folders matched by file stem (a _prob/_mask/_labels suffix ignored), else by "
+                    "trailing number; --pair-by-order pairs by natural sort order. "
         "8-bit predictions (0..255) are scaled to [0, 1].",
     )
     p.add_argument("pred", metavar="PRED", help="prediction file or folder (cell probability or labels)")
     p.add_argument("gt", metavar="GT", help="ground-truth file or folder")
     p.add_argument("--metric", action="extend", type=_metric_list, default=None, metavar="{isbi,seg,iou}",
                    help="metric(s) to compute: repeat the option or separate by commas, e.g. --metric isbi,iou "
-                        "(default: isbi for binary GT, seg for instance GT)")
+                        "(default: seg if any GT file holds instance labels, else isbi)")
     p.add_argument("--seed-threshold", type=float, default=None, metavar="T",
                    help="seg of a probability map: cells by seeded watershed from the cores > T "
                         "(default: connected components of > 0.5)")
+    p.add_argument("--pred-kind", choices=["auto", "prob", "labels"], default="auto",
+                   help="what the predictions are: auto (floating point or tagged by unet predict as prob = "
+                        "probability map, two values = mask, else instance labels), prob (also 8-bit 0..255) "
+                        "or labels (default: auto)")
+    p.add_argument("--pair-by-order", action="store_true",
+                   help="pair folders by sorted file order (numbers in names compared as numbers) when the "
+                        "names do not match (default: an error)")
     p.add_argument("--json", default=None, metavar="OUT.json", help="also write per-image values and the mean as JSON")
     p.add_argument("--csv", default=None, metavar="OUT.csv", help="also write per-image values and the mean as CSV")
     p.add_argument("--overwrite", action="store_true", help="replace existing --json/--csv files")
@@ -72,11 +82,27 @@ def _metric_list(text: str) -> list[str]:
 # ---------------------------------------------------------------- inputs
 
 
+def natural_key(name: str):
+    """Sort key reading runs of digits as numbers: ``2_prob`` < ``10_prob`` < ``28_prob``."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", name) if t]
+
+
 def _list_images(path: Path) -> list[Path]:
     from unet.io import IMAGE_SUFFIXES
 
-    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
+    return sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.startswith(".")), key=lambda p: natural_key(p.name))
+
+
+#: suffixes ``unet predict`` appends to the input's stem (``STEM_prob.tif``, ``STEM_mask.tif``, ``STEM_labels.tif``)
+PREDICT_SUFFIXES = ("_prob", "_mask", "_labels")
+
+
+def _pred_stem(stem: str) -> str:
+    for suffix in PREDICT_SUFFIXES:
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
 
 
 def _trailing_number(stem: str):
@@ -84,29 +110,45 @@ def _trailing_number(stem: str):
     return int(m.group(1)) if m else None
 
 
-def match_files(pred_files: list[Path], gt_files: list[Path]) -> tuple[list[tuple[Path, Path]], str]:
-    """Pair prediction and ground-truth files; returns the pairs and how they were matched."""
+def match_files(pred_files: list[Path], gt_files: list[Path], *,
+                by_order: bool = False) -> tuple[list[tuple[Path, Path]], str]:
+    """Pair prediction and ground-truth files; returns the pairs and how they were matched.
+
+    Rules, in order: equal stems, where a prediction's ``_prob``/``_mask``/``_labels``
+    suffix (from ``unet predict``) is ignored; else equal numbers at the end of the
+    stems (Cell Tracking Challenge ``t002`` <-> ``man_seg002``); else, only with
+    ``by_order``, natural sort order (numbers compared as numbers).  Files that
+    pair by none of these are an error, never paired silently.
+    """
     from unet.errors import UserError
 
-    by_stem = {p.stem: p for p in pred_files}
-    if gt_files and all(g.stem in by_stem for g in gt_files):
-        return [(by_stem[g.stem], g) for g in gt_files], "file stem"
-    pred_nums = [_trailing_number(p.stem) for p in pred_files]
+    for rule, key in (("file stem", lambda s: s), ("file stem without _prob/_mask/_labels", _pred_stem)):
+        by_stem = {}
+        for p in pred_files:
+            by_stem.setdefault(key(p.stem), []).append(p)
+        if gt_files and all(len(by_stem.get(g.stem, ())) == 1 for g in gt_files):
+            return [(by_stem[g.stem][0], g) for g in gt_files], rule
+    pred_nums = [_trailing_number(_pred_stem(p.stem)) for p in pred_files]
     gt_nums = [_trailing_number(g.stem) for g in gt_files]
     if (None not in pred_nums and None not in gt_nums and len(set(pred_nums)) == len(pred_nums)
             and len(set(gt_nums)) == len(gt_nums) and set(gt_nums) <= set(pred_nums)):
         by_num = dict(zip(pred_nums, pred_files))
         return [(by_num[n], g) for n, g in zip(gt_nums, gt_files)], "number at the end of the file stem"
-    if len(pred_files) == len(gt_files):
-        return list(zip(pred_files, gt_files)), "sorted order (file stems differ)"
-    missing = [g.name for g in gt_files if g.stem not in by_stem][:5]
+    if by_order and len(pred_files) == len(gt_files):
+        order = lambda files: sorted(files, key=lambda p: natural_key(p.name))  # noqa: E731
+        return list(zip(order(pred_files), order(gt_files))), "sorted order (--pair-by-order)"
+    stems = {_pred_stem(p.stem) for p in pred_files}
+    missing = [g.name for g in gt_files if g.stem not in stems][:5]
+    more = " ..." if len(missing) == 5 else ""
+    hint = (" (pass --pair-by-order to pair them by sorted order)" if len(pred_files) == len(gt_files)
+            else "")
     raise UserError(
-        f"cannot pair {len(pred_files)} prediction files with {len(gt_files)} ground-truth files: "
-        f"no prediction for {', '.join(missing)}{' ...' if len(missing) == 5 else ''}"
+        f"cannot pair {len(pred_files)} prediction files with {len(gt_files)} ground-truth files by name: "
+        f"no prediction named like {', '.join(missing) or 'the ground truth'}{more}{hint}"
     )
 
 
-def _items(pred: Path, gt: Path):
+def _items(pred: Path, gt: Path, *, by_order: bool = False):
     """``(name, pred file, pred slice, gt file, gt slice)`` per image to score, and the matching rule.
 
     A slice is ``None`` for a whole file."""
@@ -122,7 +164,7 @@ def _items(pred: Path, gt: Path):
             raise InputFileError(gt, "folder holds no image files (.tif, .png, .npy, ...)")
         if not pred_files:
             raise InputFileError(pred, "folder holds no image files (.tif, .png, .npy, ...)")
-        pairs, rule = match_files(pred_files, gt_files)
+        pairs, rule = match_files(pred_files, gt_files, by_order=by_order)
         return [(g.stem, p, None, g, None) for p, g in pairs], rule
     if pred.is_file() and gt.is_file():
         return [(gt.stem, pred, None, gt, None)], "the two files given"
@@ -182,6 +224,24 @@ def proposal_in_unit_range(arr, path: Path):
     return arr.astype(np.float32)
 
 
+def prediction_kind(arr, known: str | None = None) -> str:
+    """``"prob"``, ``"mask"`` or ``"labels"``: how ``seg`` reads a prediction.
+
+    ``known`` (from ``--pred-kind`` or the ``unet_output`` tag that ``unet predict``
+    writes into TIFF/zarr outputs) wins; else floating point is a probability
+    map, at most two values a binary mask, anything else instance labels.  An
+    8-bit probability map (``unet predict --dtype uint8``) is thus recognised by
+    its tag; a tag-less one (e.g. a PNG) needs ``--pred-kind prob``.
+    """
+    import numpy as np
+
+    if known is not None:
+        return known
+    if np.issubdtype(arr.dtype, np.floating):
+        return "prob"
+    return "mask" if _is_binary(arr) else "labels"
+
+
 def _is_binary(arr) -> bool:
     import numpy as np
 
@@ -192,8 +252,12 @@ def _is_binary(arr) -> bool:
 
 
 def score_pair(pred_arr, gt_arr, metrics, pred_path: Path, gt_path: Path, *,
-               seed_threshold: float | None = None) -> tuple[dict, list[str]]:
-    """Compute the requested metrics for one (prediction, ground truth) pair."""
+               seed_threshold: float | None = None, pred_kind: str | None = None) -> tuple[dict, list[str]]:
+    """Compute the requested metrics for one (prediction, ground truth) pair.
+
+    ``pred_kind`` (``"prob"``, ``"mask"``, ``"labels"`` or None) is what the
+    prediction is when known (``--pred-kind``, or the tag ``unet predict`` writes
+    into its TIFFs); see :func:`prediction_kind`."""
     import numpy as np
     from scipy import ndimage
 
@@ -214,7 +278,8 @@ def score_pair(pred_arr, gt_arr, metrics, pred_path: Path, gt_path: Path, *,
             values.update(r)
         if "seg" in metrics:
             res = pred_arr
-            if np.issubdtype(res.dtype, np.floating):
+            kind = prediction_kind(res, pred_kind)
+            if kind == "prob":
                 from unet.inference.labels import cell_instances
 
                 prob = proposal_in_unit_range(res, pred_path)
@@ -227,16 +292,20 @@ def score_pair(pred_arr, gt_arr, metrics, pred_path: Path, gt_path: Path, *,
                 how = "components of > 0.5" if seed_threshold is None else \
                     f"seeded watershed from cores > {seed_threshold:g}"
                 notes.append(f"{pred_path.name}: probability map, cells = {how}")
-            elif _is_binary(res):
+            elif kind == "mask":
                 structure = ndimage.generate_binary_structure(res.ndim, 1)
                 if res.ndim >= 3:  # frames (axis 0) are independent: no connectivity across them
                     structure[0] = structure[2] = False
                 res = ndimage.label(res != 0, structure=structure)[0]
                 notes.append(f"{pred_path.name}: binary mask, objects = its face-connected components")
+            elif res.dtype == np.uint8 and pred_kind is None:
+                notes.append(f"{pred_path.name}: 8-bit image without unet predict's tag read as instance labels "
+                             "(pass --pred-kind prob if it is a 0..255 probability map)")
             values["seg"] = M.seg_score(gt_arr, res)
         if "iou" in metrics:
             pred = pred_arr
-            if np.issubdtype(pred.dtype, np.floating) or (pred.dtype == np.uint8 and not _is_binary(pred)):
+            if prediction_kind(pred, pred_kind) == "prob" or (pred.dtype == np.uint8 and pred_kind is None
+                                                              and not _is_binary(pred)):
                 pred = proposal_in_unit_range(pred, pred_path)  # probability map, > 0.5 is foreground
             else:
                 pred = pred != 0  # mask or instance labels
@@ -246,8 +315,12 @@ def score_pair(pred_arr, gt_arr, metrics, pred_path: Path, gt_path: Path, *,
     return values, notes
 
 
-def _default_metrics(gt_arr) -> list[str]:
-    return ["isbi"] if _is_binary(gt_arr) else ["seg"]
+def default_metrics(gt_arrays) -> list[str]:
+    """``seg`` if any ground truth holds instance labels (more than two values), else ``isbi``.
+
+    Decided from all files: a Cell Tracking frame with a single cell looks binary
+    on its own, and must not switch the whole folder to the ISBI errors."""
+    return ["seg"] if any(not _is_binary(a) for a in gt_arrays) else ["isbi"]
 
 
 # ---------------------------------------------------------------- outputs
@@ -298,22 +371,24 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from unet.errors import UserError
+    from unet.inference.files import read_output_tag
     from unet.io import write_text_atomic
 
     for out in (args.json, args.csv):
         if out and Path(out).exists() and not args.overwrite:
             raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
-    items, rule = _items(Path(args.pred), Path(args.gt))
+    items, rule = _items(Path(args.pred), Path(args.gt), by_order=args.pair_by_order)
     metrics = list(dict.fromkeys(args.metric)) if args.metric else None
     rows, notes, cache = [], [], {}
+    if metrics is None:  # one more pass over the ground truth, one file at a time
+        metrics = default_metrics(_load(gt_path, gt_slice, cache) for _, _, _, gt_path, gt_slice in items)
     quiet = args.quiet or not sys.stderr.isatty()
     for name, pred_path, pred_slice, gt_path, gt_slice in tqdm(items, desc="evaluate", unit="image", disable=quiet):
         gt_arr = _load(gt_path, gt_slice, cache)
         pred_arr = _load(pred_path, pred_slice, cache)
-        if metrics is None:
-            metrics = _default_metrics(gt_arr)
+        kind = args.pred_kind if args.pred_kind != "auto" else read_output_tag(pred_path)
         values, pair_notes = score_pair(pred_arr, gt_arr, metrics, pred_path, gt_path,
-                                        seed_threshold=args.seed_threshold)
+                                        seed_threshold=args.seed_threshold, pred_kind=kind)
         notes.extend(pair_notes)
         rows.append({"name": name, "pred": str(pred_path), "gt": str(gt_path), **values})
     columns = _table_columns(metrics)

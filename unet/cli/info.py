@@ -14,6 +14,8 @@ def run(args) -> int:
     import unet
     from unet.errors import UserError
 
+    if args.input_size < 1:
+        raise UserError(f"--input-size must be a positive number of pixels, got {args.input_size}")
     names = [args.model] if args.model else unet.list_models()
     print(f"{'model':<8} {'params':>12} {'halo':>5}  input -> output")
     for name in names:

@@ -29,11 +29,13 @@ def register(sub):
     p.add_argument("--tta", action="store_true", help="average over the 8 flips/rotations by 90 degrees")
     p.add_argument("--dtype", choices=["float32", "float16", "uint8"], default="float32",
                    help="probability output type; uint8 scales 0..1 to 0..255 (default: float32)")
-    p.add_argument("--threshold", type=float, default=0.5, help="foreground threshold for mask/labels (default: 0.5)")
+    p.add_argument("--threshold", type=float, default=0.5, help="foreground = probability > T, strictly, as in the metrics (mask/labels; default: 0.5)")
     p.add_argument("--min-size", type=int, default=0, help="labels: drop components smaller than this (pixels)")
     p.add_argument("--format", choices=["tif", "zarr"], default="tif", help="output format in a folder (default: tif)")
     p.add_argument("--axes", default=None, help="input axes, e.g. YX, ZYX, YXC (default: inferred)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--nan-to-num", action="store_true",
+                   help="predict NaN/infinite pixels of float images as the darkest value (default: an error)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or messages")
     p.set_defaults(func=run)
@@ -89,7 +91,7 @@ def run(args) -> int:
     from unet.checkpoint import load_checkpoint
     from unet.errors import UserError
     from unet.inference.files import predict_file
-    from unet.inference.tiling import set_threads_for_cli
+    from unet.inference.tiling import parse_memory, rounded_tile_size, set_threads_for_cli
 
     inputs = expand_inputs(args.inputs)
     outputs = output_paths(inputs, args.out, args.output, args.format)
@@ -97,11 +99,25 @@ def run(args) -> int:
         for o in outputs:
             if o.exists():
                 raise UserError(f"{o}: already exists (pass --overwrite to replace it)")
-    if args.tile_size is not None and args.tile_size < 1:
-        raise UserError(f"--tile-size must be positive, got {args.tile_size}")
+    if not 0 <= args.threshold <= 1:  # also catches NaN
+        raise UserError(f"--threshold must be a probability in [0, 1], got {args.threshold}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.min_size < 0:
+        raise UserError(f"--min-size must be >= 0 pixels, got {args.min_size}")
+    if args.memory_limit is not None:
+        parse_memory(args.memory_limit)
     set_threads_for_cli()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, meta = load_checkpoint(args.checkpoint, map_location=device, with_metadata=True)
+    if args.tile_size is not None:
+        try:
+            tile = rounded_tile_size(model, args.tile_size)
+        except UserError as err:
+            raise UserError(f"--tile-size: {err}") from err
+        if tile[0] != args.tile_size and not args.quiet:
+            print(f"note: --tile-size {args.tile_size} rounded down to {tile[0]}, a multiple of 2**depth = "
+                  f"{2 ** getattr(model, 'depth', 0)} (the pooling grid)", file=sys.stderr)
     from unet.data.normalize import DEFAULT_NORMALIZE
 
     normalize = meta.get("normalize") or DEFAULT_NORMALIZE
@@ -109,7 +125,7 @@ def run(args) -> int:
         predict_file(model, src, dst, output=args.output, tile_size=args.tile_size, tta=args.tta,
                      overwrite=args.overwrite, threshold=args.threshold, min_size=args.min_size, dtype=args.dtype,
                      batch_size=args.batch_size, memory_limit=args.memory_limit, device=device, axes=args.axes,
-                     normalize=normalize, progress=not args.quiet)
+                     normalize=normalize, progress=not args.quiet, nan_to_num=args.nan_to_num)
         if not args.quiet:
             print(f"{src} -> {dst}", file=sys.stderr)
     return 0

@@ -47,6 +47,9 @@ def register(sub):
     p.add_argument("--overwrite", action="store_true", help="start over, replacing a run already in --out")
     p.add_argument("--init-from", default=None, metavar="CHECKPOINT",
                    help="initialise weights from a checkpoint (transfer learning)")
+    p.add_argument("--partial-init", action="store_true",
+                   help="with --init-from: load only the tensors that fit (e.g. another number of classes); "
+                        "default: a checkpoint that does not fit the model entirely is refused")
     p.add_argument("--freeze-encoder", action="store_true",
                    help="train only the decoder (feature extraction); default: fine-tune everything")
     add_run_options(p)
@@ -71,7 +74,7 @@ def run(args) -> int:
     else:
         cfg = load_config(find_config(args.config), overrides=overrides)
     trainer = Trainer(cfg, args.out, resume=args.resume, overwrite=args.overwrite, init_from=args.init_from,
-                      freeze_encoder=args.freeze_encoder, quiet=args.quiet)
+                      freeze_encoder=args.freeze_encoder, quiet=args.quiet, partial_init=args.partial_init)
     metrics = trainer.fit()
     if trainer.info.is_main:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())

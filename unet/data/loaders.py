@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unet.data.normalize import DEFAULT_NORMALIZE, normalize
+from unet.data.normalize import DEFAULT_NORMALIZE, apply_ranges, intensity_ranges
 from unet.errors import InputFileError, UserError
 from unet.io import IMAGE_SUFFIXES, read_image
 
@@ -58,7 +58,7 @@ class Sample:
     Attributes
     ----------
     image : ndarray, float32, (C, H, W)
-        Normalised with :func:`unet.data.normalize.normalize`.
+        Normalised per channel (:func:`unet.data.normalize.intensity_ranges`).
     labels : ndarray, int32, (H, W)
         Instance labels, 0 = background, 1..N = cells (None without a mask).
     """
@@ -356,7 +356,7 @@ def load_sample(pair: ImagePair, *, normalize=DEFAULT_NORMALIZE, mask_kind: str 
     if image.dtype.kind not in "uif" and image.dtype != bool:
         raise InputFileError(pair.image, f"unsupported image dtype {image.dtype}")
     norm = dict(normalize or {"mode": "none"})
-    image = np.stack([_normalize(c, norm) for c in image]).astype(np.float32, copy=False)
+    image = apply_ranges(image, intensity_ranges(image, "CYX", **norm)[0])  # the rule prediction uses too
     labels = None
     if pair.mask is not None:
         mask = _read_page(Path(pair.mask), pair.index)
@@ -366,6 +366,3 @@ def load_sample(pair: ImagePair, *, normalize=DEFAULT_NORMALIZE, mask_kind: str 
         labels = labels_from_mask(mask, kind=mask_kind, path=pair.mask)
     return Sample(image=image, labels=labels, name=pair.name, partial=pair.partial)
 
-
-def _normalize(channel, norm):
-    return normalize(channel, **norm)

@@ -20,27 +20,28 @@ import numpy as np
 from unet.inference.tiling import ImageSource, make_grid, parse_axes, predict_region, unwrap
 
 
-def _open(image, axes, value_range, in_channels):
+def _open(image, axes, value_range, in_channels, nan_to_num=False):
     if isinstance(image, (str, os.PathLike)):
         from unet.inference.files import open_image
 
         array, axes = open_image(image, axes=axes, in_channels=in_channels)
     else:
         array = image
-    return ImageSource(array, axes, value_range=value_range, name=str(image) if isinstance(image, (str, os.PathLike)) else "image")
+    return ImageSource(array, axes, value_range=value_range, nan_to_num=nan_to_num,
+                       name=str(image) if isinstance(image, (str, os.PathLike)) else "image")
 
 
-def _predict_block(model, image, axes, value_range, grid, plane, box, batch_size, tta, device):
+def _predict_block(model, image, axes, value_range, grid, plane, box, batch_size, tta, device, nan_to_num=False):
     import torch
 
-    source = _open(image, axes, value_range, getattr(model, "in_channels", 1))
+    source = _open(image, axes, value_range, getattr(model, "in_channels", 1), nan_to_num)
     with torch.inference_mode():
         return predict_region(model, source, grid, box, plane=plane, batch_size=batch_size, tta=tta, device=device)
 
 
 def predict_dask(model, image, *, axes: str | None = None, tile_size=None, chunk_tiles: int = 4,
                  batch_size: int = 1, tta: bool = False, memory_limit=None, margin: int | None = None,
-                 value_range=None, normalize: dict | None = None, device=None):
+                 value_range=None, normalize: dict | None = None, device=None, nan_to_num: bool = False):
     """Class probabilities as a lazy ``dask.array`` (compute it locally or on a dask.distributed cluster).
 
     Parameters
@@ -58,8 +59,13 @@ def predict_dask(model, image, *, axes: str | None = None, tile_size=None, chunk
         Output chunks hold ``chunk_tiles`` x ``chunk_tiles`` tiles.
     tile_size, batch_size, tta, memory_limit, margin, device
         As for :func:`unet.inference.predict_tiled`.
-    value_range : (float, float), optional
-        Normalisation range to apply to every window (overrides the default).
+    value_range : (float, float) or array_like, optional
+        Normalisation range to apply to every window (overrides the default):
+        one pair, or ``(planes, channels, 2)`` as from
+        :func:`unet.data.normalize.intensity_ranges` (the default for a path).
+    nan_to_num : bool
+        NaN/infinite pixels of the image (checked first) are an error, or with
+        ``nan_to_num`` read as 0 after normalisation (+inf as 1).
 
     Returns
     -------
@@ -80,17 +86,24 @@ def predict_dask(model, image, *, axes: str | None = None, tile_size=None, chunk
     in_channels = getattr(model, "in_channels", 1)
     is_path = isinstance(image, (str, os.PathLike))
     if is_path:
-        from unet.data.normalize import DEFAULT_NORMALIZE, intensity_range
+        from unet.data.normalize import DEFAULT_NORMALIZE, intensity_ranges
         from unet.inference.files import open_image
 
+        from unet.inference.files import check_finite
+
         array, axes = open_image(image, axes=axes, in_channels=in_channels)
+        check_finite(array, axes, image, nan_to_num=nan_to_num)
         if value_range is None:
             settings = normalize or DEFAULT_NORMALIZE
-            value_range = intensity_range(array, **{k: settings[k] for k in ("mode", "low", "high") if k in settings})
+            value_range = intensity_ranges(array, axes, **{k: settings[k] for k in ("mode", "low", "high")
+                                                           if k in settings})
         image = os.fspath(image)
     else:
+        from unet.inference.files import check_finite
+
         array = image
         axes = parse_axes(array.shape, axes, in_channels)
+        check_finite(array, axes, "image", nan_to_num=nan_to_num)
     source = ImageSource(array, axes)
     if source.channels != in_channels:
         from unet.errors import UserError
@@ -111,7 +124,7 @@ def predict_dask(model, image, *, axes: str | None = None, tile_size=None, chunk
             for x0 in range(0, W, step_x):
                 box = (y0, min(H, y0 + step_y), x0, min(W, x0 + step_x))
                 task = dask.delayed(_predict_block, pure=True)(
-                    model_d, image_d, axes, value_range, grid, z, box, batch_size, tta, device)
+                    model_d, image_d, axes, value_range, grid, z, box, batch_size, tta, device, nan_to_num)
                 row.append(da.from_delayed(task, shape=(k, box[1] - y0, box[3] - x0), dtype=np.float32))
             rows.append(row)
         planes.append(da.block([[b for b in row] for row in rows]))

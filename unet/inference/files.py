@@ -47,6 +47,29 @@ TIFF_TILE = 256
 TIFF_COMPRESSION = ("zlib", 1)
 #: mask value of foreground pixels (the ISBI 2012 labels use 255 for cells)
 MASK_VALUE = 255
+#: key of the TIFF description / zarr attribute naming what ``predict_file`` wrote (one of :data:`OUTPUTS`)
+OUTPUT_TAG = "unet_output"
+
+
+def read_output_tag(path) -> str | None:
+    """What ``predict_file`` wrote to ``path`` (``"prob"``, ``"mask"``, ``"labels"``), or None if untagged."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                meta = tif.shaped_metadata or ()
+            kind = meta[0].get(OUTPUT_TAG) if meta else None
+        elif path.suffix.lower() == ".zarr":
+            import zarr
+
+            kind = zarr.open_array(str(path), mode="r").attrs.get(OUTPUT_TAG)
+        else:
+            return None
+    except Exception:  # unreadable files are reported by the reader, not here
+        return None
+    return kind if kind in OUTPUTS else None
 
 
 # --------------------------------------------------------------------------- input
@@ -232,11 +255,15 @@ def _tiff_tiles(strips: Iterator[np.ndarray], width: int, tile: int, dtype) -> I
         yield from emit(held)
 
 
-def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, on_ready=None) -> None:
+def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, on_ready=None,
+                  kind: str | None = None) -> None:
     """Write ``planes`` (an iterator of per-plane iterators of row strips) to ``path`` atomically.
 
     ``shape`` is the output's shape ((H, W) or (Z, H, W)); ``on_ready`` is
     called once the target is known to be writable, before any strip is pulled.
+    ``kind`` (``"prob"``, ``"mask"``, ``"labels"``) is recorded in the TIFF
+    description / zarr attributes as ``unet_output`` (:data:`OUTPUT_TAG`), so
+    ``unet evaluate`` knows an 8-bit probability map from instance labels.
     """
     suffix = _output_path_kind(path)
     dtype = np.dtype(dtype)
@@ -254,7 +281,8 @@ def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, o
             with tifffile.TiffWriter(tmp, bigtiff=big) as tw:
                 tw.write(tiles, shape=shape, dtype=dtype, tile=(TIFF_TILE, TIFF_TILE), photometric="minisblack",
                          compression=TIFF_COMPRESSION[0], compressionargs={"level": TIFF_COMPRESSION[1]},
-                         metadata={"axes": "ZYX" if len(shape) == 3 else "YX"})
+                         metadata={"axes": "ZYX" if len(shape) == 3 else "YX",
+                                   **({OUTPUT_TAG: kind} if kind else {})})
     elif suffix == ".zarr":
         import zarr
 
@@ -263,6 +291,8 @@ def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, o
                 on_ready(tmp)
             chunks = (1,) * (len(shape) - 2) + (min(H, 512), min(W, 512))
             arr = zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+            if kind:
+                arr.attrs[OUTPUT_TAG] = kind
             for z, plane in enumerate(planes):
                 y = 0
                 for rows in plane:
@@ -280,6 +310,26 @@ def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, o
 
 
 # --------------------------------------------------------------------------- prediction
+
+
+def check_options(*, threshold: float = 0.5, min_size: int = 0) -> None:
+    """:class:`UserError` for a threshold outside [0, 1] (or NaN) or a negative ``min_size``."""
+    if not 0 <= threshold <= 1:  # also False for NaN
+        raise UserError(f"threshold must be a probability in [0, 1], got {threshold}")
+    if min_size < 0:
+        raise UserError(f"min_size must be >= 0 pixels, got {min_size}")
+
+
+def check_finite(array, axes: str, path, *, nan_to_num: bool = False) -> int:
+    """Count NaN/infinite pixels; an :class:`InputFileError` naming ``path`` and the count unless ``nan_to_num``."""
+    from unet.data.normalize import count_nonfinite
+
+    bad = count_nonfinite(array, axes)
+    if bad and not nan_to_num:
+        raise InputFileError(path, f"{bad} of {int(np.prod(array.shape))} pixels are NaN or infinite (the prediction "
+                                   "would be NaN); pass --nan-to-num / nan_to_num=True to predict them as the "
+                                   "darkest value")
+    return bad
 
 
 def _load(checkpoint_or_model, normalize):
@@ -310,7 +360,7 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
                  tta: bool = False, overwrite: bool = False, threshold: float = 0.5, min_size: int = 0,
                  dtype: str = "float32", batch_size: int = 1, memory_limit=None, device=None,
                  axes: str | None = None, normalize: dict | None = None, margin: int | None = None,
-                 progress=False) -> Path:
+                 progress=False, nan_to_num: bool = False) -> Path:
     """Predict an image file of any size, out of core, into a TIFF, zarr, PNG or npy file.
 
     Parameters
@@ -326,7 +376,8 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
         (assembled in memory).  Same height/width (and planes) as the input.
     output : {"prob", "mask", "labels"}
         Foreground probability (``dtype``: float32, float16 or uint8 scaled to
-        0..255); binary mask (uint8, 255 where the probability >= ``threshold``);
+        0..255); binary mask (uint8, 255 where the probability > ``threshold``,
+        strictly, the convention of the metrics and of the ISBI challenge code);
         instance labels (uint32 connected components of the mask, 4-connected,
         components smaller than ``min_size`` pixels removed, consistent across
         tiles; planes of a stack labelled separately).
@@ -336,6 +387,11 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
         Replace an existing output (otherwise :class:`UserError`).
     progress : bool
         tqdm bar over tiles.
+    nan_to_num : bool
+        Float images are checked for NaN/infinite pixels first (one pass over
+        the file), which would make the whole output NaN: an error naming the
+        count, or with ``nan_to_num`` they are predicted as 0 after
+        normalisation (+inf as 1), the range computed on the finite pixels.
 
     Returns
     -------
@@ -347,6 +403,7 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
         raise UserError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     if dtype not in PROB_DTYPES:
         raise UserError(f"dtype must be one of {', '.join(PROB_DTYPES)}, got {dtype!r}")
+    check_options(threshold=threshold, min_size=min_size)
     _output_path_kind(output_path)
     if output_path.exists() and not overwrite:
         raise UserError(f"{output_path}: already exists (pass --overwrite / overwrite=True to replace it)")
@@ -356,7 +413,7 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
     in_channels = getattr(model, "in_channels", 1)
     array, axes = open_image(input_path, axes=axes, in_channels=in_channels)
 
-    from unet.data.normalize import intensity_range
+    from unet.data.normalize import intensity_ranges
 
     source = ImageSource(array, axes, name=str(input_path))
     if source.channels != in_channels:
@@ -364,7 +421,14 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
                                          f"{tuple(array.shape)}), the model expects {in_channels}")
     norm_keys = {k: settings[k] for k in ("mode", "low", "high") if k in settings}
     try:
-        source.value_range = intensity_range(array, **norm_keys)
+        check_finite(array, axes, input_path, nan_to_num=nan_to_num)
+    except UserError:
+        raise
+    except Exception as err:  # decoding errors of compressed data surface on first read
+        raise InputFileError(input_path, f"cannot read image data ({type(err).__name__}: {err})") from err
+    source.nan_to_num = nan_to_num
+    try:
+        source.value_range = intensity_ranges(array, axes, **norm_keys)  # per channel of each plane
     except ValueError as err:
         raise UserError(f"normalisation settings {settings}: {err}") from err
     except Exception as err:  # decoding errors of compressed data surface on first read
@@ -387,14 +451,14 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
 
     def planes_mask():
         for z in range(source.num_planes):
-            yield ((p >= threshold).astype(np.uint8) * MASK_VALUE for p in probs(z))
+            yield ((p > threshold).astype(np.uint8) * MASK_VALUE for p in probs(z))
 
     try:
         with eval_mode(model):
             if output == "prob":
-                _write_stream(output_path, planes_prob(), shape, dtype, overwrite=overwrite)
+                _write_stream(output_path, planes_prob(), shape, dtype, overwrite=overwrite, kind="prob")
             elif output == "mask":
-                _write_stream(output_path, planes_mask(), shape, np.uint8, overwrite=overwrite)
+                _write_stream(output_path, planes_mask(), shape, np.uint8, overwrite=overwrite, kind="mask")
             else:
                 _write_labels(output_path, probs, source.num_planes, shape, threshold=threshold,
                               min_size=min_size, overwrite=overwrite)
@@ -416,7 +480,7 @@ def _write_labels(path: Path, probs, num_planes: int, shape, *, threshold: float
             labeller, files = StripLabeller(), []
             for i, p in enumerate(probs(z)):
                 f = tmpdir / f"z{z}_s{i}.npy"
-                np.save(f, labeller.add(p >= threshold))
+                np.save(f, labeller.add(p > threshold))
                 files.append(f)
             lut = labeller.lookup(min_size=min_size)
 
@@ -429,7 +493,7 @@ def _write_labels(path: Path, probs, num_planes: int, shape, *, threshold: float
             yield strips()
 
     with tempfile.TemporaryDirectory(prefix=".unet-labels-", dir=_temp_parent(path)) as tmp:
-        _write_stream(path, planes(Path(tmp)), shape, np.uint32, overwrite=overwrite)
+        _write_stream(path, planes(Path(tmp)), shape, np.uint32, overwrite=overwrite, kind="labels")
 
 
 def _temp_parent(path: Path) -> str | None:

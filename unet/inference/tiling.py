@@ -87,12 +87,16 @@ def parse_memory(value) -> int | None:
     if value is None:
         return None
     if isinstance(value, (int, float)):
-        return int(value)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(value))
-    if not m:
-        raise UserError(f"cannot read memory size {value!r} (examples: 800M, 2G, 1.5GB)")
-    scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
-    return int(float(m.group(1)) * scale)
+        n = int(value) if value == value else 0  # NaN: refused below
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(value))
+        if not m:
+            raise UserError(f"cannot read memory size {value!r} (examples: 800M, 2G, 1.5GB)")
+        scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
+        n = int(float(m.group(1)) * scale)
+    if n <= 0:
+        raise UserError(f"memory limit must be positive, got {value!r} (examples: 800M, 2G, 1.5GB)")
+    return n
 
 
 def bytes_per_input_pixel(model) -> int:
@@ -189,6 +193,20 @@ def choose_tile_size(model, shape: Sequence[int], *, memory_limit=None, batch_si
     return best[1] if best else (step, step)
 
 
+def rounded_tile_size(model, tile_size) -> tuple[int, int]:
+    """``tile_size`` (int or (y, x)) rounded down to a multiple of 2**depth.
+
+    Tile origins must lie on the pooling grid (multiples of 2**depth) for the
+    tiles to see the pixel pairs the whole-image network sees; smaller tiles
+    are an error rather than silently enlarged."""
+    step = _step(model)
+    ts = (tile_size, tile_size) if np.isscalar(tile_size) else tuple(tile_size)
+    if len(ts) != 2 or any(int(t) != t or int(t) < step for t in ts):
+        raise UserError(f"tile size must be a whole number of pixels >= {step} (2**depth for this "
+                        f"depth-{getattr(model, 'depth', 0)} network), got {tile_size}")
+    return tuple(int(t) // step * step for t in ts)
+
+
 def make_grid(model, shape: Sequence[int], *, tile_size=None, memory_limit=None, batch_size: int = 1,
               margin: int | None = None) -> TileGrid:
     """The :class:`TileGrid` for a plane of ``shape`` (height, width).
@@ -196,9 +214,12 @@ def make_grid(model, shape: Sequence[int], *, tile_size=None, memory_limit=None,
     Parameters
     ----------
     tile_size : int or (int, int), optional
-        Output tile size; rounded down to a multiple of 2**depth (the pooling
-        grid, paper Sec. 3) and capped at the image.  Default: from the memory
-        budget (:func:`choose_tile_size`).
+        Output tile size, at least 2**depth (else :class:`UserError`); rounded
+        down to a multiple of 2**depth (the pooling grid, paper Sec. 3; see
+        :func:`rounded_tile_size`) and capped at the image.  Default: from the
+        memory budget (:func:`choose_tile_size`).
+    batch_size : int
+        Tiles per forward pass, >= 1.
     margin : int, optional
         Same-padded nets only: overlap per side (default: the receptive-field
         radius, :func:`context_radius`, rounded up to 2**depth).
@@ -209,13 +230,14 @@ def make_grid(model, shape: Sequence[int], *, tile_size=None, memory_limit=None,
     if min(shape) < 1:
         raise UserError(f"image is empty (shape {shape})")
     step = _step(model)
+    if not int(batch_size) >= 1:
+        raise UserError(f"batch size must be at least 1, got {batch_size}")
+    if memory_limit is not None:
+        parse_memory(memory_limit)  # refuses 0 and nonsense before any work
     if tile_size is None:
         tile = choose_tile_size(model, shape, memory_limit=memory_limit, batch_size=batch_size, margin=margin)
     else:
-        ts = (tile_size, tile_size) if np.isscalar(tile_size) else tuple(tile_size)
-        if any(int(t) < 1 for t in ts):
-            raise UserError(f"tile size must be positive, got {tile_size}")
-        tile = tuple(max(step, int(t) // step * step) for t in ts)
+        tile = rounded_tile_size(model, tile_size)
     tile = tuple(min(t, _round_up(s, step)) for t, s in zip(tile, shape))
     if _is_valid(model):
         h = halo(model)
@@ -307,15 +329,19 @@ class ImageSource:
         numpy array, memmap, zarr array or anything sliceable with ``shape``.
     axes : str
         See :func:`parse_axes`.
-    value_range : (float, float), optional
-        Grey values mapped to 0 and 1 (:func:`unet.data.normalize.normalize`),
-        the same for every window; None reads the values as float32.
+    value_range : (float, float) or array_like, optional
+        Grey values mapped to 0 and 1: one ``(low, high)`` pair for all planes
+        and channels, or ``(planes, channels, 2)`` per channel of each plane
+        (:func:`unet.data.normalize.intensity_ranges`, the training rule); the
+        same for every window of a plane.  None reads the values as float32.
     """
 
-    def __init__(self, array, axes: str, *, value_range=None, name: str = "image"):
+    def __init__(self, array, axes: str, *, value_range=None, name: str = "image", nan_to_num: bool = False):
         self.array = array
         self.axes = axes
         self.value_range = value_range
+        #: NaN/-inf pixels read as 0 and +inf as 1 after normalisation (else they make the output NaN)
+        self.nan_to_num = nan_to_num
         self.name = name
         shape = dict(zip(axes, array.shape))
         self.height, self.width = int(shape["Y"]), int(shape["X"])
@@ -345,15 +371,23 @@ class ImageSource:
         """Window ``[y0:y1, x0:x1]`` of ``plane`` as float32 (C, h, w), normalised."""
         b = self._band
         if b is not None and b[0] == plane and b[1] <= y0 and y1 <= b[2] and b[3] <= x0 and x1 <= b[4]:
-            return self._normalise(b[5][:, y0 - b[1] : y1 - b[1], x0 - b[3] : x1 - b[3]])
-        return self._normalise(self._read_raw(plane, y0, y1, x0, x1))
+            return self._normalise(b[5][:, y0 - b[1] : y1 - b[1], x0 - b[3] : x1 - b[3]], plane)
+        return self._normalise(self._read_raw(plane, y0, y1, x0, x1), plane)
 
-    def _normalise(self, box: np.ndarray) -> np.ndarray:
+    def _normalise(self, box: np.ndarray, plane: int) -> np.ndarray:
         if self.value_range is not None:
-            from unet.data.normalize import normalize
+            from unet.data.normalize import apply_ranges
 
-            return normalize(box, value_range=self.value_range)
-        return np.asarray(box, dtype=np.float32)
+            ranges = np.asarray(self.value_range, dtype=np.float64)
+            ranges = ranges[plane] if ranges.ndim == 3 else np.broadcast_to(ranges, (self.channels, 2))
+            box = apply_ranges(box, ranges)
+        else:
+            box = np.asarray(box, dtype=np.float32)
+        if self.nan_to_num:
+            from unet.data.normalize import replace_nonfinite
+
+            box = replace_nonfinite(np.array(box, dtype=np.float32))
+        return box
 
     def _read_raw(self, plane: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         index, kept = [], []
@@ -600,7 +634,7 @@ def make_progress(progress, total: int, desc: str):
 
 def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: bool = False, device=None,
                   memory_limit=None, progress: bool = False, axes: str | None = None,
-                  margin: int | None = None) -> np.ndarray:
+                  margin: int | None = None, normalize: dict | None = None) -> np.ndarray:
     """Class probabilities of a whole image by the overlap-tile strategy (paper Fig. 2).
 
     Parameters
@@ -610,9 +644,9 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
         run in eval mode under ``torch.inference_mode``; its previous mode is
         restored afterwards.
     image : array_like
-        Already normalised (e.g. :func:`unet.data.normalize.normalize`).  For a
-        one-channel model (H, W); for ``in_channels`` C > 1, (C, H, W); stacks
-        need ``axes`` (e.g. ``"ZYX"``), planes are predicted one by one.
+        Already normalised, or raw with ``normalize``.  For a one-channel
+        model (H, W); for ``in_channels`` C > 1, (C, H, W); stacks need
+        ``axes`` (e.g. ``"ZYX"``), planes are predicted one by one.
     tile_size : int or (int, int), optional
         Output tile size (the partition; input tiles add the halo), rounded
         down to a multiple of 2**depth.  Default: chosen from ``memory_limit``
@@ -632,6 +666,12 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
         Axes of ``image``, e.g. ``"YX"``, ``"CYX"``, ``"ZYX"``, ``"ZCYX"``.
     margin : int, optional
         Same-padded nets only: overlap per side (see :func:`make_grid`).
+    normalize : dict, optional
+        Normalise ``image`` first with these settings (``mode``, ``low``,
+        ``high``; e.g. a checkpoint's ``metadata["normalize"]``) by the rule of
+        training: each channel of each plane on its own
+        (:func:`unet.data.normalize.intensity_ranges`).  None: ``image`` is
+        already normalised.
 
     Returns
     -------
@@ -644,7 +684,18 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
     if 0 in tuple(arr.shape):
         raise UserError(f"image is empty (shape {tuple(arr.shape)})")
     axes = parse_axes(arr.shape, axes, getattr(model, "in_channels", 1))
-    source = ImageSource(arr, axes)
+    value_range = None
+    if normalize is not None:
+        from unet.data.normalize import intensity_ranges
+
+        value_range = intensity_ranges(arr, axes, **{k: normalize[k] for k in ("mode", "low", "high") if k in normalize})
+    from unet.data.normalize import count_nonfinite
+
+    bad = count_nonfinite(arr, axes)
+    if bad:
+        raise UserError(f"image holds {bad} NaN or infinite pixel(s) of {int(np.prod(arr.shape))}: they would make "
+                        "the prediction NaN; replace them first (e.g. numpy.nan_to_num)")
+    source = ImageSource(arr, axes, value_range=value_range)
     grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
                      batch_size=batch_size, margin=margin)
     k = _num_classes(model)

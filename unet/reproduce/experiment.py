@@ -127,7 +127,9 @@ def load_experiment(name_or_path) -> Experiment:
     """Read and validate an experiment: a name in ``configs/reproduce/`` or a YAML path."""
     path = find_experiment(name_or_path)
     try:
-        d = yaml.safe_load(path.read_text()) or {}
+        from unet.training.config import load_yaml
+
+        d = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ExperimentError(f"{path}: invalid YAML ({err})") from err
     known = {"name", "title", "base", "folds", "evaluation", "runs", "profiles", "paper", "targets", "compare",

@@ -111,9 +111,19 @@ class Trainer:
         Run folder.  An existing run there is continued with ``resume=True``
         or replaced with ``overwrite=True``; otherwise it is an error.
     init_from : path, optional
-        Checkpoint whose weights initialise the model (transfer learning);
-        layers whose shapes differ (e.g. another number of classes) keep their
-        fresh initialisation.
+        Checkpoint whose weights initialise the model (transfer learning).
+    resume : bool
+        Continue the run in ``out_dir`` from ``last.pt``.  ``cfg`` may differ from
+        the run's saved config only in :data:`RESUMABLE` keys (e.g. more
+        ``train.steps``); such changes are applied and recorded in
+        ``config.yaml`` and the checkpoints.  Any other change (learning rate,
+        model, loss, data, ...) is refused: the optimiser state, the weights and
+        the samples already drawn follow the saved config.
+    partial_init : bool
+        Allow ``init_from`` to load only the tensors whose names and shapes fit
+        (e.g. another number of classes); without it a checkpoint that does not
+        fit the model entirely is refused.  Either way the trainer reports how
+        many tensors were loaded and which were skipped.
     freeze_encoder : bool
         Train only the decoder (feature extraction) instead of fine-tuning all.
     stop_after : int, optional
@@ -122,7 +132,8 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, out_dir, *, resume: bool = False, overwrite: bool = False,
-                 init_from=None, freeze_encoder: bool = False, quiet: bool = False, stop_after: int | None = None):
+                 init_from=None, freeze_encoder: bool = False, quiet: bool = False, stop_after: int | None = None,
+                 partial_init: bool = False):
         self.cfg = cfg
         self.out = Path(out_dir)
         self.quiet = quiet
@@ -134,8 +145,10 @@ class Trainer:
         if resume and not last.exists():
             raise UserError(f"{last}: nothing to resume (no checkpoint)")
         self.resume = resume
+        self.resume_changes = resume_changes(last, cfg) if resume else {}
         self.overwrite = overwrite
         self.init_from = init_from
+        self.partial_init = partial_init
         self.freeze = freeze_encoder
 
         threads = cfg.train.threads or os.cpu_count() or 1
@@ -210,11 +223,19 @@ class Trainer:
             payload = read_checkpoint(self.init_from)
             own = model.state_dict()
             loaded = {k: v for k, v in payload["state_dict"].items() if k in own and own[k].shape == v.shape}
+            skipped = [k for k in own if k not in loaded]
             if not loaded:
                 raise UserError(f"{self.init_from}: no weight fits model {cfg.model.name!r} "
                                 f"(checkpoint holds {payload['model']!r})")
+            shown = ", ".join(skipped[:4]) + (", ..." if len(skipped) > 4 else "")
+            if skipped and not self.partial_init:
+                raise UserError(f"{self.init_from}: only {len(loaded)} of the {len(own)} tensors of model "
+                                f"{cfg.model.name!r} fit (checkpoint: {payload['model']!r} "
+                                f"{payload.get('model_kwargs', {})}; missing or other shape: {shown}); "
+                                "pass --partial-init (partial_init=True) to load just those")
             model.load_state_dict(loaded, strict=False)
-            self.init_report = f"initialised {len(loaded)}/{len(own)} tensors from {self.init_from}"
+            self.init_report = (f"initialised {len(loaded)}/{len(own)} tensors from {self.init_from}"
+                                + (f"; {len(skipped)} kept their fresh initialisation ({shown})" if skipped else ""))
         if self.freeze:
             freeze_encoder(model, True)
         return model
@@ -250,8 +271,11 @@ class Trainer:
         if rng_state is not None:  # after the loader's workers exist, so nothing else draws from it
             torch.set_rng_state(rng_state)
         if info.is_main:
-            if not self.resume:
+            if not self.resume or self.resume_changes:  # config.yaml always describes what trains
                 save_config(cfg, self.out / "config.yaml")
+            if self.resume_changes:  # shown even with --quiet (which hides the progress bar)
+                print("resume with " + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in self.resume_changes.items())
+                      + " (recorded in config.yaml)")
             self._open_logs(start)
             if getattr(self, "init_report", None) and not self.quiet:
                 print(self.init_report)
@@ -420,6 +444,33 @@ class Trainer:
             plot_overlays([s.image for s in self.val_samples[:n]], self._last_val[:n],
                           [s.labels for s in self.val_samples[:n]], [s.name for s in self.val_samples[:n]],
                           self.out / "overlays")
+
+
+#: config keys a resumed run may change: how long it trains, how often it validates, logs and
+#: saves, where and how it runs, what validation reports.  Everything else shaped the weights,
+#: the optimiser state or the training samples already drawn.
+RESUMABLE = ("train.steps", "train.val_every", "train.checkpoint_every", "train.log_every", "train.device",
+             "train.num_workers", "train.threads", "train.amp", "train.channels_last", "eval.metrics",
+             "eval.tta", "eval.tile_size", "eval.min_size", "eval.overlays", "data.root", "base_dir", "experiment")
+
+
+def resume_changes(last: Path, cfg: Config) -> dict:
+    """``{key: (saved, new)}`` for the resumable keys ``cfg`` changes; :class:`UserError` for any other change."""
+    from unet.checkpoint import read_checkpoint
+    from unet.training.config import flatten_config
+
+    saved = flatten_config(read_checkpoint(last).get("metadata", {}).get("config") or {})
+    if not saved:
+        return {}
+    new = flatten_config(cfg.to_dict())
+    changed = {k: (saved.get(k), v) for k, v in new.items() if saved.get(k) != v}
+    refused = {k: ab for k, ab in changed.items() if k not in RESUMABLE}
+    if refused:
+        shown = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in list(refused.items())[:3])
+        raise UserError(f"{last}: --resume cannot change {shown}{' ...' if len(refused) > 3 else ''}: the weights, "
+                        "optimiser state and samples so far follow the saved config; start a new run (another "
+                        "--out, or --init-from this checkpoint) instead")
+    return changed
 
 
 def _augmentation(cfg: Config):
