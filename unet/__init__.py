@@ -23,6 +23,7 @@ _LAZY = {
     "is_valid_input_size": "unet.models.geometry",
     "nearest_valid_input_sizes": "unet.models.geometry",
     "check_input_size": "unet.models.geometry",
+    "tile_dependence": "unet.models.seamless",
     # checkpoints
     "save_checkpoint": "unet.checkpoint",
     "load_checkpoint": "unet.checkpoint",

@@ -13,6 +13,7 @@ from unet.inference.tiling import (  # noqa: F401
     DEFAULT_MEMORY_LIMIT,
     MIRROR_MODE,
     ImageSource,
+    TileDependenceWarning,
     TileGrid,
     blend_window,
     choose_tile_size,
@@ -34,7 +35,7 @@ _LAZY = {
 __all__ = [
     "predict_tiled", "predict_file", "predict_dask", "open_image", "label_instances", "cell_instances",
     "predict_strips", "predict_region", "make_grid", "choose_tile_size", "mirror_indices",
-    "blend_window", "ImageSource", "TileGrid", "MIRROR_MODE", "DEFAULT_MEMORY_LIMIT",
+    "blend_window", "ImageSource", "TileGrid", "TileDependenceWarning", "MIRROR_MODE", "DEFAULT_MEMORY_LIMIT",
 ]
 
 

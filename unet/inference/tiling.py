@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -228,6 +229,30 @@ def make_grid(model, shape: Sequence[int], *, tile_size=None, memory_limit=None,
     m = _round_up(context_radius(model) if margin is None else int(margin), step)
     inp = tuple(t + 2 * m for t in tile)
     return TileGrid(shape, tile, inp, (m, m), inp, (m, m), blend=True)
+
+
+class TileDependenceWarning(UserWarning):
+    """The image is split into several tiles and the model's output depends on the tile."""
+
+
+def warn_if_tile_dependent(model, grid: TileGrid, *, name: str = "image", stacklevel: int = 3) -> str | None:
+    """Warn once (:class:`TileDependenceWarning`) if ``grid`` has several tiles and ``model`` is not seamless.
+
+    A one-tile prediction is what the model computes on the whole image, so
+    only a split image warns.  Returns the warning text (None if no warning).
+    See :func:`unet.models.seamless.tile_dependence`.
+    """
+    if grid.num_tiles <= 1:
+        return None
+    from unet.models.seamless import ADVICE, tile_dependence
+
+    reason = tile_dependence(model)
+    if reason is None:
+        return None
+    msg = (f"{name} is split into {grid.num_tiles} tiles of {grid.tile[0]}x{grid.tile[1]} px and this model's "
+           f"output depends on the tile ({reason}): the result depends on the tile size. To avoid it, {ADVICE}.")
+    warnings.warn(msg, TileDependenceWarning, stacklevel=stacklevel)
+    return msg
 
 
 def mirror_indices(size: int, start: int, length: int, mode: str | None = None) -> np.ndarray:
@@ -608,8 +633,10 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
     tile_size : int or (int, int), optional
         Output tile size (the partition; input tiles add the halo), rounded
         down to a multiple of 2**depth.  Default: chosen from ``memory_limit``
-        (:func:`choose_tile_size`).  For valid nets the result does not
-        depend on it.
+        (:func:`choose_tile_size`).  For valid nets without per-tile
+        statistics the result does not depend on it; for others
+        (:func:`unet.models.seamless.tile_dependence`) a split image gives a
+        :class:`TileDependenceWarning`.
     batch_size : int
         Tiles per forward pass.
     tta : bool
@@ -639,6 +666,7 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
     source = ImageSource(arr, axes)
     grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
                      batch_size=batch_size, margin=margin)
+    warn_if_tile_dependent(model, grid)
     k = _num_classes(model)
     out = np.empty((source.num_planes, k, *source.plane_shape), np.float32)
     bar = make_progress(progress, grid.num_tiles * source.num_planes, "predict")
