@@ -29,11 +29,13 @@ _LAZY = {
     "open_image": "unet.inference.files",
     "label_instances": "unet.inference.labels",
     "cell_instances": "unet.inference.labels",
+    "membrane_watershed": "unet.inference.labels",
     "predict_dask": "unet.inference.distributed",
 }
 
 __all__ = [
     "predict_tiled", "predict_file", "predict_dask", "open_image", "label_instances", "cell_instances",
+    "membrane_watershed",
     "predict_strips", "predict_region", "make_grid", "choose_tile_size", "mirror_indices",
     "blend_window", "ImageSource", "TileGrid", "TileDependenceWarning", "MIRROR_MODE", "DEFAULT_MEMORY_LIMIT",
 ]

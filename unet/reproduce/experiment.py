@@ -6,7 +6,7 @@ An experiment file reads as the whole protocol of one table of the paper::
     title: ...
     base: ../isbi2012.yaml            # training config (relative to this file)
     folds: {contiguous: 3}            # or a list of {name, train, test}
-    evaluation: {kind: isbi, tta: [false, true]}
+    evaluation: {kind: isbi, tta: [false, true]}   # membrane_watershed: true adds the gap-closing rows
     runs:                             # model variants, each trained on every fold
       - {name: unet, label: "U-Net", set: {model.name: unet}}
       - {name: fcn8s, label: "FCN-8s", set: {model.name: fcn8s}}
@@ -46,8 +46,10 @@ METRICS = {
     # and with seeded-watershed instances (ours; unet.inference.cell_instances)
     "seg": ("seg", "seg_watershed"),
 }
+#: extra ISBI metrics of the gap-closing post-processing (``evaluation.membrane_watershed: true``)
+WATERSHED_SUFFIX = "_watershed"
 LOWER_IS_BETTER = {"warping_error": True, "rand_error": True, "pixel_error": True, "seg": False,
-                   "seg_watershed": False}
+                   "seg_watershed": False, **{m + WATERSHED_SUFFIX: True for m in METRICS["isbi"]}}
 OPS = ("<=", ">=", "<", ">")
 PROFILES = ("cpu", "paper")
 
@@ -82,7 +84,10 @@ class Experiment:
 
     @property
     def metrics(self) -> tuple:
-        return METRICS[self.evaluation["kind"]]
+        extra = ()
+        if self.evaluation["kind"] == "isbi" and self.evaluation.get("membrane_watershed"):
+            extra = tuple(m + WATERSHED_SUFFIX for m in METRICS["isbi"])
+        return METRICS[self.evaluation["kind"]] + extra
 
     @property
     def variants(self) -> list:
@@ -146,6 +151,9 @@ def load_experiment(name_or_path) -> Experiment:
     ev = dict(d["evaluation"])
     if ev.get("kind") not in METRICS:
         raise ExperimentError(f"{path}: evaluation.kind must be one of {', '.join(METRICS)}, got {ev.get('kind')!r}")
+    if not isinstance(ev.setdefault("membrane_watershed", False), bool) or \
+            (ev["membrane_watershed"] and ev["kind"] != "isbi"):
+        raise ExperimentError(f"{path}: evaluation.membrane_watershed must be true or false, and only for kind isbi")
     tta = ev.setdefault("tta", [False])
     if not isinstance(tta, list) or not tta or not all(isinstance(t, bool) for t in tta):
         raise ExperimentError(f"{path}: evaluation.tta must be a list of booleans, e.g. [false, true]")

@@ -102,7 +102,8 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
     def score():
         return evaluate_fold(last, test_pairs, fold_dir, kind=exp.evaluation["kind"], variants=exp.variants,
                              tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device),
-                             min_size=cfg.eval.min_size, train_pairs=train_pairs)
+                             min_size=cfg.eval.min_size, train_pairs=train_pairs,
+                             membrane_watershed=bool(exp.evaluation.get("membrane_watershed")))
     if overwrite and fold_dir.exists():
         marks = ("config.yaml", "last.pt", "result.json", "log.csv", "predictions")
         if any(fold_dir.iterdir()) and not any((fold_dir / m).exists() for m in marks):

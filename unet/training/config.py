@@ -75,6 +75,10 @@ class LossConfig:
     class_weights: Union[str, list, None] = "auto"
     #: set pixels between touching cells to background (paper Sec. 3, Fig. 3c)
     separate_borders: bool = True
+    #: beyond the paper (0 = off): extra weight on thin membranes (unet.data.weights.thin_membrane_weight),
+    #: added to the weight map; membranes about gap_width px thick get most of it
+    gap_weight: float = 0.0
+    gap_width: float = 3.0
 
 
 @dataclass
@@ -179,9 +183,9 @@ CHOICES = {
 }
 METRICS = ("iou", "dice", "pixel", "rand", "warping", "seg")
 POSITIVE = ("train.steps", "train.batch_size", "train.tile_size", "train.val_every", "train.checkpoint_every",
-            "train.log_every", "optim.lr", "loss.sigma", "augment.elastic_grid", "model.unet.base_channels",
+            "train.log_every", "optim.lr", "loss.sigma", "loss.gap_width", "augment.elastic_grid", "model.unet.base_channels",
             "model.unet.depth", "model.fcn.base_channels", "model.fcn.fc_channels")
-NON_NEGATIVE = ("loss.w0", "augment.elastic_sigma", "optim.weight_decay", "optim.momentum", "train.num_workers",
+NON_NEGATIVE = ("loss.w0", "loss.gap_weight", "augment.elastic_sigma", "optim.weight_decay", "optim.momentum", "train.num_workers",
                 "train.threads", "optim.warmup_steps", "eval.min_size", "eval.overlays", "augment.rotate",
                 "augment.shift")
 

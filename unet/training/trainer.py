@@ -238,7 +238,8 @@ class Trainer:
         return D.TileDataset(self.train_samples, input_size=tile, output_size=out, augment=aug, length=length,
                              seed=cfg.seed, w0=cfg.loss.w0 if cfg.loss.name == "weighted_ce" or cfg.loss.name == "ce_dice" else 0.0,
                              sigma=cfg.loss.sigma, class_weights=self.class_weights,
-                             border=cfg.loss.separate_borders)
+                             border=cfg.loss.separate_borders, gap_weight=cfg.loss.gap_weight,
+                             gap_width=cfg.loss.gap_width)
 
     # --------------------------------------------------------------- model
     def _build_model(self):
