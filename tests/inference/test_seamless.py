@@ -117,3 +117,39 @@ def test_cli_predict_warns_once_and_info_says_seamless(tmp_path, capsys):
     assert "seamless: no (per-sample normalisation" in capsys.readouterr().out
     assert main(["info", str(plain)]) == 0
     assert "seamless: yes" in capsys.readouterr().out
+
+
+def _isbi_sample():
+    """A real 512x512 ISBI 2012 slice shipped with the package, normalised as in training."""
+    from pathlib import Path
+
+    from unet.data.normalize import normalize
+    from unet.io import read_image
+
+    path = Path(unet.__file__).parent / "sample_data/isbi2012/train/images/5.png"
+    return normalize(np.asarray(read_image(path), np.float32))
+
+
+def test_consistency_tile_sizes_are_smallest_128_and_whole():
+    from unet.inference import consistency_tile_sizes
+
+    paper = unet.create_model("unet")
+    assert consistency_tile_sizes(paper, (512, 512)) == [16, 128, None]
+    assert consistency_tile_sizes(_tiny(), (512, 512)) == [4, 128, None]
+    assert consistency_tile_sizes(paper, (100, 90)) == [16, None]
+
+
+def test_tile_consistency_on_a_real_image_separates_seamless_models():
+    from unet.inference import tile_consistency
+
+    img = _isbi_sample()
+    assert img.shape == (512, 512)
+    crop = img[200:296, 100:196]
+    for model in (_tiny(), _trained_bn()):
+        assert tile_consistency(model, img, [None, 128]) < 1e-4
+        assert tile_consistency(model, crop) < 1e-4  # smallest valid tile (4 px), ~128 (none here), whole
+    inst = _tiny("instance")
+    assert tile_consistency(inst, img, [None, 128]) > 1e-2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TileDependenceWarning)  # measuring is not warned about
+        assert tile_consistency(inst, crop) > 1e-2

@@ -22,6 +22,8 @@ from unet.inference.tiling import (  # noqa: F401
     predict_region,
     predict_strips,
     predict_tiled,
+    consistency_tile_sizes,
+    tile_consistency,
 )
 
 _LAZY = {
@@ -37,7 +39,8 @@ __all__ = [
     "predict_tiled", "predict_file", "predict_dask", "open_image", "label_instances", "cell_instances",
     "membrane_watershed",
     "predict_strips", "predict_region", "make_grid", "choose_tile_size", "mirror_indices",
-    "blend_window", "ImageSource", "TileGrid", "TileDependenceWarning", "MIRROR_MODE", "DEFAULT_MEMORY_LIMIT",
+    "blend_window", "ImageSource", "TileGrid", "TileDependenceWarning",
+    "tile_consistency", "consistency_tile_sizes", "MIRROR_MODE", "DEFAULT_MEMORY_LIMIT",
 ]
 
 

@@ -687,3 +687,55 @@ def set_threads_for_cli() -> None:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
+
+
+def consistency_tile_sizes(model, shape: Sequence[int], *, middle: int = 128) -> list:
+    """Output tile sizes that test seamlessness (issue 11): the smallest valid one (2**depth px), the
+    multiple of 2**depth nearest ``middle``, and one tile over the whole image (None)."""
+    step = _step(model)
+    mid = int(round(middle / step)) * step
+    return [step] + ([mid] if step < mid < max(shape) else []) + [None]
+
+
+def tile_consistency(model, image, tile_sizes=None, *, batch_size: int = 8, device=None,
+                     axes: str | None = None) -> float:
+    """Largest absolute difference of the class probabilities of ``image`` between tile sizes.
+
+    The first entry of ``tile_sizes`` is the reference; every other one is
+    compared with it.  A seamless model (:func:`unet.models.seamless.tile_dependence`
+    is None) gives float32 rounding only, below 1e-4; a model with per-tile
+    statistics gives differences up to 1.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    image : array_like
+        Normalised image, as for :func:`predict_tiled`.
+    tile_sizes : sequence of (int or None), optional
+        Output tile sizes; None is one tile covering the image.  Default
+        :func:`consistency_tile_sizes`: smallest valid, about 128 px, whole image.
+    batch_size, device, axes
+        As for :func:`predict_tiled`.
+
+    Returns
+    -------
+    float
+        ``max |p_t - p_ref|`` over tile sizes ``t``, classes and pixels.
+    """
+    arr = np.asarray(image)
+    shape = arr.shape[-2:]
+    if tile_sizes is None:
+        tile_sizes = consistency_tile_sizes(unwrap(model), shape)
+    whole = max(shape)
+    ref, diff = None, 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TileDependenceWarning)  # measured here, not warned about
+        for t in tile_sizes:
+            p = predict_tiled(model, arr, tile_size=whole if t is None else t, batch_size=batch_size,
+                              device=device, axes=axes)
+            if ref is None:
+                ref = p
+            else:
+                diff = max(diff, float(np.abs(p - ref).max()))
+    return diff
+
