@@ -100,6 +100,15 @@ class Experiment:
                 return r
         raise ExperimentError(f"{self.path}: no run named {name!r} (runs: {', '.join(r.name for r in self.runs)})")
 
+    def selection(self, profile: str, run_name: str | None = None) -> dict | None:
+        """``profiles.PROFILE.selection`` (nested validation), or None; with ``run_name``: None unless it applies."""
+        sel = (self.profiles.get(profile) or {}).get("selection")
+        if not sel:
+            return None
+        if run_name is not None and sel.get("runs") and run_name not in sel["runs"]:
+            return None
+        return sel
+
     def overrides(self, run: Run, profile: str) -> dict:
         """Flat ``{dotted.key: value}`` for ``run`` under ``profile`` (before the user's ``--set``)."""
         if profile not in self.profiles:
@@ -191,7 +200,51 @@ def load_experiment(name_or_path) -> Experiment:
     for name, prof in exp.profiles.items():
         if prof is not None and not isinstance(prof, dict):
             raise ExperimentError(f"{path}: profiles.{name} must be a mapping")
+        if (prof or {}).get("selection"):
+            _check_selection(exp, (prof or {})["selection"], f"{path}: profiles.{name}.selection")
         for rn in ((prof or {}).get("runs") or {}):
             if rn not in names:
                 raise ExperimentError(f"{path}: profiles.{name}.runs.{rn}: no such run")
     return exp
+
+
+#: keys of ``profiles.P.selection`` (nested validation; see :func:`unet.reproduce.runner.select_in_fold`)
+SELECTION_KEYS = {"runs", "validation", "pick", "steps", "measure", "variant", "candidates", "default"}
+
+
+def _check_selection(exp: Experiment, sel, where: str) -> None:
+    if not isinstance(sel, dict):
+        raise ExperimentError(f"{where} must be a mapping")
+    unknown = set(sel) - SELECTION_KEYS
+    if unknown:
+        raise ExperimentError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} "
+                              f"(valid: {', '.join(sorted(SELECTION_KEYS))})")
+    names = {r.name for r in exp.runs}
+    if not set(sel.get("runs") or []) <= names:
+        raise ExperimentError(f"{where}.runs: {sorted(set(sel['runs']) - names)} are not runs ({sorted(names)})")
+    if not isinstance(sel.get("validation"), int) or isinstance(sel.get("validation"), bool) or sel["validation"] < 1:
+        raise ExperimentError(f"{where}.validation: the number of validation images per fold (an integer >= 1)")
+    if sel.get("pick", "last") not in ("last", "spread"):
+        raise ExperimentError(f"{where}.pick must be 'last' or 'spread'")
+    steps = sel.get("steps")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ExperimentError(f"{where}.steps: training steps of each search training (an integer >= 1)")
+    if sel.get("measure") not in exp.metrics:
+        raise ExperimentError(f"{where}.measure must be one of {', '.join(exp.metrics)}, got {sel.get('measure')!r}")
+    if sel.get("variant", "plain") not in ("plain", "tta"):
+        raise ExperimentError(f"{where}.variant must be 'plain' or 'tta'")
+    cands = sel.get("candidates")
+    if not isinstance(cands, list) or not cands or not all(
+            isinstance(c, dict) and set(c) <= {"name", "set"} and "name" in c and isinstance(c.get("set") or {}, dict)
+            for c in cands):
+        raise ExperimentError(f"{where}.candidates: a non-empty list of {{name, set: {{key: value}}}}")
+    cnames = [str(c["name"]) for c in cands]
+    if len(set(cnames)) != len(cnames) or any(not n or "/" in n for n in cnames):
+        raise ExperimentError(f"{where}.candidates: names must be distinct and contain no '/'")
+    for c in cands:
+        bad = {"data.train", "data.val"} & set(c.get("set") or {})
+        if bad:
+            raise ExperimentError(f"{where}.candidates.{c['name']}: may not set {', '.join(sorted(bad))}")
+    if sel.get("default") is not None and str(sel["default"]) not in cnames:
+        raise ExperimentError(f"{where}.default must name a candidate ({', '.join(cnames)})")
+
