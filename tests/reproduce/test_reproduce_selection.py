@@ -125,6 +125,26 @@ def test_no_search_trains_the_default_candidate(tiny_isbi_stack, tmp_path, make_
     assert "Nested selection of unet: off" in (out / "report.md").read_text()
 
 
+def test_a_following_run_takes_the_choice_of_its_lead(tiny_isbi_stack, tmp_path, make_tiny_experiment):
+    exp = _experiment(tmp_path / "follow.yaml", tiny_isbi_stack, make_tiny_experiment,
+                      selection={**SELECTION, "follow": {"unet-gap": "unet"}})
+    d = yaml.safe_load(exp.read_text())
+    d["runs"].append({"name": "unet-gap", "label": "U-Net, thin-membrane weight", "set": {"loss.gap_weight": 5.0}})
+    exp.write_text(yaml.safe_dump(d, sort_keys=False))
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    base = ["reproduce", str(exp), "--out", str(out), "--runs-dir", str(runs), "--folds", "1", "--quiet"]
+    assert main(base + ["--runs", "unet-gap"]) == 2  # its lead must run too
+    assert main(base) == 0
+    rep = json.loads((out / "report.json").read_text())
+    lead, follower = rep["runs"]
+    chosen = lead["selection"]["fold1"]["chosen"]
+    assert follower["selected"] == {"fold1": chosen} and not (runs / "unet-gap" / "_search").exists()
+    cfg = yaml.safe_load((runs / "unet-gap/fold1/config.yaml").read_text())
+    assert cfg["loss"]["gap_weight"] == 5.0
+    assert cfg["model"]["unet"]["norm"] == lead["selection"]["fold1"]["chosen_set"].get("model.unet.norm")
+    assert "takes, in every fold, the settings chosen for unet" in (out / "report.md").read_text()
+
+
 def test_carve_validation_takes_training_images_only():
     fold = Fold("f", train=("a", "b", "c", "d", "e"), test=("x", "y"))
     last = carve_validation(fold, 2)
@@ -147,6 +167,7 @@ def test_carve_validation_takes_training_images_only():
     ({"default": "nope"}, "default must name a candidate"),
     ({"runs": ["resnet"]}, "are not runs"),
     ({"budget": 3}, "unknown key"),
+    ({"follow": {"unet": "unet"}}, "follow"),
 ])
 def test_bad_selection_is_a_clear_error(tiny_isbi_stack, tmp_path, make_tiny_experiment, change, message):
     exp = _experiment(tmp_path / "bad.yaml", tiny_isbi_stack, make_tiny_experiment, selection={**SELECTION, **change})

@@ -105,7 +105,8 @@ class Experiment:
         sel = (self.profiles.get(profile) or {}).get("selection")
         if not sel:
             return None
-        if run_name is not None and sel.get("runs") and run_name not in sel["runs"]:
+        if run_name is not None and sel.get("runs") and run_name not in sel["runs"] \
+                and run_name not in (sel.get("follow") or {}):
             return None
         return sel
 
@@ -209,7 +210,7 @@ def load_experiment(name_or_path) -> Experiment:
 
 
 #: keys of ``profiles.P.selection`` (nested validation; see :func:`unet.reproduce.runner.select_in_fold`)
-SELECTION_KEYS = {"runs", "validation", "pick", "steps", "measure", "variant", "candidates", "default"}
+SELECTION_KEYS = {"runs", "validation", "pick", "steps", "measure", "variant", "candidates", "default", "follow"}
 
 
 def _check_selection(exp: Experiment, sel, where: str) -> None:
@@ -247,4 +248,12 @@ def _check_selection(exp: Experiment, sel, where: str) -> None:
             raise ExperimentError(f"{where}.candidates.{c['name']}: may not set {', '.join(sorted(bad))}")
     if sel.get("default") is not None and str(sel["default"]) not in cnames:
         raise ExperimentError(f"{where}.default must name a candidate ({', '.join(cnames)})")
+    follow = sel.get("follow") or {}
+    searched = list(sel.get("runs") or names)
+    order = [r.name for r in exp.runs]
+    if not isinstance(follow, dict) or any(
+            f not in names or f in searched or lead not in searched or order.index(lead) > order.index(f)
+            for f, lead in follow.items()):
+        raise ExperimentError(f"{where}.follow: {{RUN: SEARCHED_RUN}}: a run outside selection.runs takes, fold by "
+                              "fold, the choice of a searched run listed before it")
 

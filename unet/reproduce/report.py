@@ -252,14 +252,16 @@ def _selection_lines(report: dict) -> list[str]:
     for run in report["runs"]:
         if run.get("selection_off"):
             lines += [f"Nested selection of {run['name']}: off ({run['selection_off']}).", ""]
+        if run.get("selection_followed"):
+            lines += [f"**{run['label']}** ({run['name']}) takes, in every fold, the settings chosen for "
+                      f"{run['selection_followed']}: " + "; ".join(f"{f}: {c}" for f, c in run["selected"].items())
+                      + " (no search of its own).", ""]
         sel = run.get("selection")
         if not sel:
             continue
         first = next(iter(sel.values()))
         m = first["measure"]
         word = "lower" if LOWER_IS_BETTER[m] else "higher"
-        if not lines:
-            lines += ["## Nested selection", ""]
         lines += [f"**{run['label']}** ({run['name']}): inside every fold, candidates trained for "
                   f"{first['candidates'][0]['steps']} steps on the fold's training images minus its validation "
                   f"images, scored by {METRIC_TITLES.get(m, m)} ({first['variant']}; {word} is better) on those "
@@ -275,7 +277,7 @@ def _selection_lines(report: dict) -> list[str]:
                 lines.append(f"| {fold} | {', '.join(s['validation'])} | {c['name']} | {ov} | {_fmt(c['score'], m)} "
                              f"| {_hms(c['train_seconds'] + c['eval_seconds'])} | {mark} |")
         lines.append("")
-    return lines
+    return ["## Nested selection", ""] + lines if lines else []
 
 
 def write_report(out_dir, report: dict, *, overwrite: bool = False) -> tuple[Path, Path]:

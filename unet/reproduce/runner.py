@@ -316,17 +316,24 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
     fold_list = select_folds(all_folds, folds)
     by_name = {p.name: p for p in pairs}
 
-    run_reports = []
+    run_reports, searched = [], {}
     for run in chosen_runs:
         fold_results, selections = {}, {}
         cfg = None
         sel = exp.selection(profile, run.name)
+        lead = ((sel or {}).get("follow") or {}).get(run.name)
+        if lead and search and lead not in searched:
+            raise UserError(f"run {run.name} takes the choices of run {lead} (selection.follow): run both "
+                            f"(--runs {lead},{run.name}) or pass --no-search")
         fixed = {}
         if sel and not search and sel.get("default") is not None:
             fixed = next(dict(c.get("set") or {}) for c in sel["candidates"] if str(c["name"]) == str(sel["default"]))
         for fold in fold_list:
             chosen = fixed
-            if sel and search:
+            if lead and search:
+                selections[fold.name] = dict(searched[lead][fold.name], followed=lead)
+                chosen = selections[fold.name]["chosen_set"]
+            elif sel and search:
                 selections[fold.name] = select_in_fold(
                     exp, run, fold, sel, profile=profile, overrides=overrides, pairs=pairs, by_name=by_name,
                     runs_dir=runs_dir, resume=resume, overwrite=overwrite, quiet=quiet)
@@ -366,7 +373,11 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
             "config": conf, "summary": summary, "folds": fold_results,
             "wall_seconds": float(sum(r["train_seconds"] + r["eval_seconds"] for r in fold_results.values())),
         }
-        if sel and search:
+        if lead and search:
+            entry["selection_followed"] = lead
+            entry["selected"] = {f: s["chosen"] for f, s in selections.items()}
+        elif sel and search:
+            searched[run.name] = selections
             entry["selection"] = selections
             entry["search_seconds"] = float(sum(s["search_seconds"] for s in selections.values()))
         elif sel:
