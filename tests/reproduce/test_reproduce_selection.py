@@ -173,3 +173,29 @@ def test_bad_selection_is_a_clear_error(tiny_isbi_stack, tmp_path, make_tiny_exp
     exp = _experiment(tmp_path / "bad.yaml", tiny_isbi_stack, make_tiny_experiment, selection={**SELECTION, **change})
     with pytest.raises(ExperimentError, match=message):
         load_experiment(exp)
+
+
+@pytest.mark.parametrize("name", ["isbi2012", "dic-hela", "phc-u373"])
+def test_shipped_cpu_recipes_and_candidates_are_seamless(name):
+    """Issue 11: every network a shipped CPU profile trains, with every candidate of its selection, computes a
+    function of its receptive field only (the FCN is same-padded, but has no per-tile statistics either)."""
+    from unet.models import create_model
+    from unet.models.seamless import tile_dependence
+    from unet.reproduce.runner import build_config
+
+    exp = load_experiment(name)
+    fold = Fold("f", train=("a", "b", "c"), test=("x",))
+    sel = exp.selection("cpu")
+    assert sel and sel["candidates"]
+    for run in exp.runs:
+        sets = [{}] + [c.get("set") or {} for c in sel["candidates"]]
+        for extra in sets:
+            cfg = build_config(exp, run, profile="cpu", fold=fold, extra_set=extra)
+            kwargs = {**cfg.model_kwargs(), "base_channels": 4}
+            if cfg.model.name != "unet":
+                kwargs["fc_channels"] = 8
+            reason = tile_dependence(create_model(cfg.model.name, **kwargs))
+            if cfg.model.name == "unet":
+                assert reason is None, (name, run.name, extra, reason)
+            else:
+                assert reason is not None and "per-sample" not in reason, (name, run.name, reason)
