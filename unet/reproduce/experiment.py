@@ -11,7 +11,9 @@ An experiment file reads as the whole protocol of one table of the paper::
       - {name: unet, label: "U-Net", set: {model.name: unet}}
       - {name: fcn8s, label: "FCN-8s", set: {model.name: fcn8s}}
     profiles:                         # compute budgets: overrides for all runs, and per run
-      cpu: {description: ..., set: {...}, runs: {fcn8s: {...}}}
+      cpu: {description: ..., set: {...}, runs: {fcn8s: {...}},
+            selection: {runs: [unet], validation: 3, steps: 1000, measure: rand_error,
+                        candidates: [{name: bn, set: {...}}, ...]}}   # nested validation, optional
       paper: {description: ..., set: {...}}
     paper:                            # the paper's numbers, shown beside ours
       - {name: "u-net (paper, test set)", warping_error: 0.000353, ...}
@@ -24,7 +26,9 @@ An experiment file reads as the whole protocol of one table of the paper::
 Overrides are applied in this order: base config, ``profiles.P.set``,
 ``profiles.P.runs.RUN``, the run's own ``set``, the user's ``--set``; the
 fold's data selection comes last and may not be overridden
-(:func:`unet.reproduce.folds.check_no_leak`).
+(:func:`unet.reproduce.folds.check_no_leak`).  A candidate of nested
+selection (:func:`unet.reproduce.runner.select_in_fold`) applies after the
+run's ``set`` and before ``--set``.
 """
 
 from __future__ import annotations
