@@ -19,6 +19,7 @@ __getattr__, __dir__, _names = lazy_loader.attach(__name__, submod_attrs={
     # geometry of valid networks
     "models.geometry": ["output_size", "halo", "is_valid_input_size", "nearest_valid_input_sizes",
                         "check_input_size"],
+    "models.seamless": ["tile_dependence"],
     "checkpoint": ["save_checkpoint", "load_checkpoint"],
     "data.weights": ["weight_map"],
     "inference": ["predict_tiled"],

@@ -38,6 +38,8 @@ def finished(tmp_path_factory, shared_data, tiny_settings):
     shipped = real["profiles"]["cpu"]["set"]
     tiny = {k: v for k, v in TINY.items() if k != "data.dataset"}
     real["profiles"]["cpu"]["set"] = {**shipped, **tiny, "data.root": str(tmp / "data")}
+    # the shipped nested selection, scaled to the stand-in: 1 of its 2 training frames, 2 steps
+    real["profiles"]["cpu"]["selection"].update(validation=1, steps=2)
     exp = tmp / "phc.yaml"
     exp.write_text(yaml.safe_dump(real, sort_keys=False))
     out, runs = tmp / "results", tmp / "runs"

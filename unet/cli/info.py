@@ -1,13 +1,44 @@
-"""``unet info``: the registered models with their size and geometry."""
+"""``unet info``: the registered models with their size and geometry, or one checkpoint's model."""
 
 from __future__ import annotations
 
 
 def register(sub):
-    p = sub.add_parser("info", help="list models, their parameter counts and tile geometry")
+    p = sub.add_parser("info", help="list models, their parameter counts and tile geometry; or describe a checkpoint",
+                       description="Without CHECKPOINT: every registered model (or --model). With CHECKPOINT: its "
+                                   "model, size, geometry and whether its overlap-tile prediction is seamless "
+                                   "(independent of the tile size).")
+    p.add_argument("checkpoint", nargs="?", default=None, metavar="CHECKPOINT",
+                   help="a checkpoint file (from unet train) to describe")
     p.add_argument("--model", default=None, help="show one model (default: all)")
     p.add_argument("--input-size", type=int, default=572, help="input tile size to report (default: 572, paper Fig. 1)")
     p.set_defaults(func=run)
+
+
+def _geometry(model, input_size: int) -> str:
+    import unet
+
+    try:
+        return f"{input_size} -> {unet.output_size(model, input_size)}"
+    except ValueError as err:
+        return str(err)
+
+
+def describe_checkpoint(path, *, input_size: int = 572) -> list[str]:
+    """Lines describing the model in checkpoint ``path``, ending with whether it is seamless."""
+    import unet
+    from unet.checkpoint import load_checkpoint
+    from unet.models.seamless import tile_dependence
+
+    model = load_checkpoint(path)
+    kwargs = ", ".join(f"{k}={v!r}" for k, v in sorted(getattr(model, "model_kwargs", {}).items()))
+    n = sum(p.numel() for p in model.parameters())
+    reason = tile_dependence(model)
+    seamless = ("seamless: yes (eval-mode output depends on the receptive field only; any tile size gives the "
+                "same probabilities)" if reason is None else
+                f"seamless: no ({reason}); predictions of images split into several tiles depend on the tile size")
+    return [f"{path}", f"model: {model.model_name}({kwargs})", f"parameters: {n:,}",
+            f"halo: {unet.halo(model)} px, input -> output: {_geometry(model, input_size)}", seamless]
 
 
 def run(args) -> int:
@@ -16,6 +47,9 @@ def run(args) -> int:
 
     if args.input_size < 1:
         raise UserError(f"--input-size must be a positive number of pixels, got {args.input_size}")
+    if args.checkpoint is not None:
+        print("\n".join(describe_checkpoint(args.checkpoint, input_size=args.input_size)))
+        return 0
     names = [args.model] if args.model else unet.list_models()
     print(f"{'model':<8} {'params':>12} {'halo':>5}  input -> output")
     for name in names:
@@ -24,10 +58,5 @@ def run(args) -> int:
         except ValueError as err:
             raise UserError(str(err)) from err
         n = sum(p.numel() for p in model.parameters())
-        try:
-            out = unet.output_size(model, args.input_size)
-            geo = f"{args.input_size} -> {out}"
-        except ValueError as err:
-            geo = str(err)
-        print(f"{name:<8} {n:>12,} {unet.halo(model):>5}  {geo}")
+        print(f"{name:<8} {n:>12,} {unet.halo(model):>5}  {_geometry(model, args.input_size)}")
     return 0

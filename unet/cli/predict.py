@@ -85,13 +85,14 @@ def output_paths(inputs: list[Path], out: str, output: str, fmt: str) -> list[Pa
 
 def run(args) -> int:
     import sys
+    import warnings
 
     import torch
 
     from unet.checkpoint import load_checkpoint
     from unet.errors import UserError
     from unet.inference.files import predict_file
-    from unet.inference.tiling import parse_memory, rounded_tile_size, set_threads_for_cli
+    from unet.inference.tiling import TileDependenceWarning, parse_memory, rounded_tile_size, set_threads_for_cli
 
     inputs = expand_inputs(args.inputs)
     outputs = output_paths(inputs, args.out, args.output, args.format)
@@ -121,11 +122,21 @@ def run(args) -> int:
     from unet.data.normalize import DEFAULT_NORMALIZE
 
     normalize = meta.get("normalize") or DEFAULT_NORMALIZE
+    warned = False
     for src, dst in zip(inputs, outputs):
-        predict_file(model, src, dst, output=args.output, tile_size=args.tile_size, tta=args.tta,
-                     overwrite=args.overwrite, threshold=args.threshold, min_size=args.min_size, dtype=args.dtype,
-                     batch_size=args.batch_size, memory_limit=args.memory_limit, device=device, axes=args.axes,
-                     normalize=normalize, progress=not args.quiet, nan_to_num=args.nan_to_num)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TileDependenceWarning)
+            predict_file(model, src, dst, output=args.output, tile_size=args.tile_size, tta=args.tta,
+                         overwrite=args.overwrite, threshold=args.threshold, min_size=args.min_size,
+                         dtype=args.dtype, batch_size=args.batch_size, memory_limit=args.memory_limit,
+                         device=device, axes=args.axes, normalize=normalize, progress=not args.quiet,
+                         nan_to_num=args.nan_to_num)
+        for w in caught:
+            if not issubclass(w.category, TileDependenceWarning):
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+            elif not warned:  # one warning per run, even with --quiet: it concerns the result
+                print(f"unet predict: warning: {w.message}", file=sys.stderr)
+                warned = True
         if not args.quiet:
             print(f"{src} -> {dst}", file=sys.stderr)
     return 0

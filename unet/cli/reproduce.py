@@ -26,6 +26,9 @@ def register(sub):
     p.add_argument("--overwrite", action="store_true", help="retrain everything and replace the report")
     p.add_argument("--resume", action="store_true",
                    help="keep finished folds, continue interrupted ones from their checkpoint, rewrite the report")
+    p.add_argument("--no-search", dest="search", action="store_false",
+                   help="skip the profile's nested selection (profiles.P.selection): train a fixed recipe, the "
+                        "run's settings plus the candidate named selection.default")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
@@ -49,7 +52,7 @@ def run(args) -> int:
     command = shlex.join(_command_line(args))
     report = run_experiment(args.experiment, profile=args.profile, out=args.out, runs_dir=args.runs_dir,
                             overrides=args.overrides, folds=args.folds, runs=args.runs, overwrite=args.overwrite,
-                            resume=args.resume, quiet=args.quiet, command=command)
+                            resume=args.resume, quiet=args.quiet, command=command, search=args.search)
     if not args.quiet:
         for t in report["targets"] + report["comparisons"]:
             print(" ", t["statement"])
@@ -65,4 +68,5 @@ def _command_line(args) -> list[str]:
     for item in args.overrides:
         cmd += ["--set", item]
     cmd += [f"--{flag}" for flag in ("overwrite", "resume", "quiet") if getattr(args, flag)]
+    cmd += ["--no-search"] * (not args.search)
     return cmd

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from unet.data.augment import Augmentation
 from unet.data.elastic import spline_coefficients, warp
 from unet.data.targets import IGNORE_INDEX, PARTIAL_MARGIN, training_target
-from unet.data.weights import SIGMA, W0, class_weights_from, weight_map
+from unet.data.weights import GAP_WIDTH, SIGMA, W0, class_weights_from, weight_map
 from unet.mirror import MIRROR_MODE, mirror_indices  # noqa: F401  (MIRROR_MODE: re-exported by unet.data)
 
 
@@ -91,7 +91,8 @@ class TileDataset(Dataset):
 
     def __init__(self, samples, *, input_size, output_size=None, augment: Augmentation | None = None,
                  length: int = 1000, seed: int = 0, w0: float = W0, sigma: float = SIGMA,
-                 class_weights=None, partial_margin: int = PARTIAL_MARGIN, border: bool = True, cache_dir=None):
+                 class_weights=None, partial_margin: int = PARTIAL_MARGIN, border: bool = True, cache_dir=None,
+                 gap_weight: float = 0.0, gap_width: float = GAP_WIDTH):
         samples = [s for s in samples if s.labels is not None]
         if not samples:
             raise ValueError("TileDataset needs at least one sample with labels")
@@ -110,6 +111,7 @@ class TileDataset(Dataset):
                         for s in samples]
         self.class_weights = (class_weights_from(self.targets) if class_weights is None
                               else np.asarray(class_weights, np.float64))
+        self.gap = (float(gap_weight), float(gap_width))
         self.weights = [self._weights(s, t, w0, sigma, cache_dir) for s, t in zip(samples, self.targets)]
         self.coefs = ([] if self.augment.is_identity else [spline_coefficients(im) for im in self.images])
         area = np.array([t.size for t in self.targets], np.float64)
@@ -121,11 +123,13 @@ class TileDataset(Dataset):
         if cache_dir is not None:
             h = hashlib.sha256(np.ascontiguousarray(sample.labels).tobytes())
             h.update(np.ascontiguousarray(target).tobytes())
-            h.update(repr((sample.labels.shape, w0, sigma, self.class_weights.tolist())).encode())
+            h.update(repr((sample.labels.shape, w0, sigma, self.class_weights.tolist())
+                          + ((self.gap,) if self.gap[0] else ())).encode())
             key = Path(cache_dir) / f"weights-{h.hexdigest()[:24]}.npy"
             if key.is_file():
                 return np.load(key)
-        w = weight_map(sample.labels, w0=w0, sigma=sigma, class_weights=self.class_weights, target=target)
+        w = weight_map(sample.labels, w0=w0, sigma=sigma, class_weights=self.class_weights, target=target,
+                       gap_weight=self.gap[0], gap_width=self.gap[1])
         if key is not None:
             from unet.io import atomic_path
 

@@ -15,8 +15,9 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "tiling": ["DEFAULT_MEMORY_LIMIT", "MIRROR_MODE", "ImageSource", "TileGrid", "blend_window",
                "choose_tile_size", "make_grid", "mirror_indices", "predict_region", "predict_strips",
-               "predict_tiled"],
+               "predict_tiled", "TileDependenceWarning", "tile_consistency",
+               "consistency_tile_sizes"],
     "files": ["predict_file", "open_image"],
-    "labels": ["label_instances", "cell_instances"],
+    "labels": ["label_instances", "cell_instances", "membrane_watershed"],
     "distributed": ["predict_dask"],
 })

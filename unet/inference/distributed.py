@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from unet.inference.tiling import ImageSource, make_grid, parse_axes, predict_region, unwrap
+from unet.inference.tiling import ImageSource, make_grid, parse_axes, predict_region, unwrap, warn_if_tile_dependent
 
 
 def _open(image, axes, value_range, in_channels, nan_to_num=False):
@@ -111,6 +111,7 @@ def predict_dask(model, image, *, axes: str | None = None, tile_size=None, chunk
         raise UserError(f"{source.name}: has {source.channels} channel(s), the model expects {in_channels}")
     grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
                      batch_size=batch_size, margin=margin)
+    warn_if_tile_dependent(model, grid, name=image if is_path else "image")
     k = int(model.num_classes)
     H, W = grid.shape
     step_y, step_x = grid.tile[0] * chunk_tiles, grid.tile[1] * chunk_tiles

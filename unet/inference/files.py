@@ -34,6 +34,7 @@ from unet.inference.tiling import (
     parse_axes,
     predict_strips,
     unwrap,
+    warn_if_tile_dependent,
 )
 
 OUTPUTS = ("prob", "mask", "labels")
@@ -435,6 +436,7 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
         raise InputFileError(input_path, f"cannot read image data ({type(err).__name__}: {err})") from err
     grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
                      batch_size=batch_size, margin=margin)
+    warn_if_tile_dependent(model, grid, name=str(input_path))
     shape = ((source.num_planes,) if source.stack_axis else ()) + source.plane_shape
     bar = make_progress(progress, grid.num_tiles * source.num_planes, input_path.name)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -246,6 +247,30 @@ def make_grid(model, shape: Sequence[int], *, tile_size=None, memory_limit=None,
     m = _round_up(context_radius(model) if margin is None else int(margin), step)
     inp = tuple(t + 2 * m for t in tile)
     return TileGrid(shape, tile, inp, (m, m), inp, (m, m), blend=True)
+
+
+class TileDependenceWarning(UserWarning):
+    """The image is split into several tiles and the model's output depends on the tile."""
+
+
+def warn_if_tile_dependent(model, grid: TileGrid, *, name: str = "image", stacklevel: int = 3) -> str | None:
+    """Warn once (:class:`TileDependenceWarning`) if ``grid`` has several tiles and ``model`` is not seamless.
+
+    A one-tile prediction is what the model computes on the whole image, so
+    only a split image warns.  Returns the warning text (None if no warning).
+    See :func:`unet.models.seamless.tile_dependence`.
+    """
+    if grid.num_tiles <= 1:
+        return None
+    from unet.models.seamless import ADVICE, tile_dependence
+
+    reason = tile_dependence(model)
+    if reason is None:
+        return None
+    msg = (f"{name} is split into {grid.num_tiles} tiles of {grid.tile[0]}x{grid.tile[1]} px and this model's "
+           f"output depends on the tile ({reason}): the result depends on the tile size. To avoid it, {ADVICE}.")
+    warnings.warn(msg, TileDependenceWarning, stacklevel=stacklevel)
+    return msg
 
 
 def blend_window(length: int, margin: int) -> np.ndarray:
@@ -650,8 +675,10 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
     tile_size : int or (int, int), optional
         Output tile size (the partition; input tiles add the halo), rounded
         down to a multiple of 2**depth.  Default: chosen from ``memory_limit``
-        (:func:`choose_tile_size`).  For valid nets the result does not
-        depend on it.
+        (:func:`choose_tile_size`).  For valid nets without per-tile
+        statistics the result does not depend on it; for others
+        (:func:`unet.models.seamless.tile_dependence`) a split image gives a
+        :class:`TileDependenceWarning`.
     batch_size : int
         Tiles per forward pass.
     tta : bool
@@ -698,6 +725,7 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
     source = ImageSource(arr, axes, value_range=value_range)
     grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
                      batch_size=batch_size, margin=margin)
+    warn_if_tile_dependent(model, grid)
     k = _num_classes(model)
     out = np.empty((source.num_planes, k, *source.plane_shape), np.float32)
     bar = make_progress(progress, grid.num_tiles * source.num_planes, "predict")
@@ -718,3 +746,55 @@ def set_threads_for_cli() -> None:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
+
+
+def consistency_tile_sizes(model, shape: Sequence[int], *, middle: int = 128) -> list:
+    """Output tile sizes that test seamlessness (issue 11): the smallest valid one (2**depth px), the
+    multiple of 2**depth nearest ``middle``, and one tile over the whole image (None)."""
+    step = _step(model)
+    mid = int(round(middle / step)) * step
+    return [step] + ([mid] if step < mid < max(shape) else []) + [None]
+
+
+def tile_consistency(model, image, tile_sizes=None, *, batch_size: int = 8, device=None,
+                     axes: str | None = None) -> float:
+    """Largest absolute difference of the class probabilities of ``image`` between tile sizes.
+
+    The first entry of ``tile_sizes`` is the reference; every other one is
+    compared with it.  A seamless model (:func:`unet.models.seamless.tile_dependence`
+    is None) gives float32 rounding only, below 1e-4; a model with per-tile
+    statistics gives differences up to 1.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    image : array_like
+        Normalised image, as for :func:`predict_tiled`.
+    tile_sizes : sequence of (int or None), optional
+        Output tile sizes; None is one tile covering the image.  Default
+        :func:`consistency_tile_sizes`: smallest valid, about 128 px, whole image.
+    batch_size, device, axes
+        As for :func:`predict_tiled`.
+
+    Returns
+    -------
+    float
+        ``max |p_t - p_ref|`` over tile sizes ``t``, classes and pixels.
+    """
+    arr = np.asarray(image)
+    shape = arr.shape[-2:]
+    if tile_sizes is None:
+        tile_sizes = consistency_tile_sizes(unwrap(model), shape)
+    whole = max(shape)
+    ref, diff = None, 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TileDependenceWarning)  # measured here, not warned about
+        for t in tile_sizes:
+            p = predict_tiled(model, arr, tile_size=whole if t is None else t, batch_size=batch_size,
+                              device=device, axes=axes)
+            if ref is None:
+                ref = p
+            else:
+                diff = max(diff, float(np.abs(p - ref).max()))
+    return diff
+

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unet.reproduce.experiment import METRICS
+from unet.reproduce.experiment import METRICS, WATERSHED_SUFFIX
 
 
 #: seed thresholds tried on a fold's training images (:func:`choose_seed_threshold`)
@@ -42,11 +42,46 @@ def choose_seed_threshold(probs, labels, *, grid=SEED_GRID, min_size: int = 0) -
     return max(scores, key=lambda t: (scores[t], -list(scores).index(t))), scores
 
 
+def choose_membrane_watershed(probs, labels, *, seed_grid=None, min_seed_grid=None) -> tuple[dict, dict]:
+    """Parameters of :func:`unet.inference.membrane_watershed` with the best ISBI Rand error on these images.
+
+    Meant for a fold's *training* images (their plain predictions), never its
+    held-out ones.  The Rand error is the challenge's (minimised over
+    thresholds) on the stack of the images, as it is reported.
+
+    Returns
+    -------
+    best : dict
+        ``{"seed_threshold": t, "min_seed_size": m}``; ties go to the first tried.
+    scores : dict
+        ``{"t/m": Rand error}`` for every pair tried, plus ``"none"`` for the
+        unprocessed predictions (for the report).
+    """
+    from unet import metrics as M
+    from unet.inference.labels import MEMBRANE_MIN_SEED_GRID, MEMBRANE_SEED_GRID, membrane_watershed
+
+    seed_grid = MEMBRANE_SEED_GRID if seed_grid is None else seed_grid
+    min_seed_grid = MEMBRANE_MIN_SEED_GRID if min_seed_grid is None else min_seed_grid
+    gt = np.stack([((np.asarray(g) > 0) * 255).astype(np.uint8) for g in labels])
+    probs = [np.asarray(p, np.float32) for p in probs]
+    scores = {"none": float(M.rand_error(gt, np.stack(probs)))}
+    best = None
+    for t in seed_grid:
+        for m in min_seed_grid:
+            r = float(M.rand_error(gt, np.stack([membrane_watershed(p, seed_threshold=t, min_seed_size=m)
+                                                  for p in probs])))
+            scores[f"{float(t):g}/{int(m)}"] = r
+            if best is None or r < best[0]:
+                best = (r, {"seed_threshold": float(t), "min_seed_size": int(m)})
+    return best[1], scores
+
+
 def prediction_path(out_dir, variant: str, name: str) -> Path:
     return Path(out_dir) / "predictions" / variant / (str(name).replace("/", "_") + ".tif")
 
 
-def fold_metrics(kind: str, probs, labels, *, min_size: int = 0, seed_threshold: float | None = None) -> dict:
+def fold_metrics(kind: str, probs, labels, *, min_size: int = 0, seed_threshold: float | None = None,
+                 membrane_watershed: dict | None = None) -> dict:
     """Challenge measures of one held-out fold.
 
     Parameters
@@ -69,6 +104,11 @@ def fold_metrics(kind: str, probs, labels, *, min_size: int = 0, seed_threshold:
         ``seg_watershed`` (default :data:`unet.inference.labels.SEED_THRESHOLD`);
         ``seg`` uses the paper's instances, the connected components of
         ``prob > 0.5`` (:func:`unet.inference.cell_instances`).
+    membrane_watershed : dict, optional
+        ``"isbi"``: parameters of :func:`unet.inference.membrane_watershed`
+        (chosen on training images); adds the three errors of the
+        post-processed maps as ``warping_error_watershed``, ... (an extra row
+        beyond the paper: gaps of the membrane map closed).
     """
     from unet import metrics as M
 
@@ -77,9 +117,16 @@ def fold_metrics(kind: str, probs, labels, *, min_size: int = 0, seed_threshold:
     if kind == "isbi":
         gt = np.stack([((g > 0) * 255).astype(np.uint8) for g in labels])
         r = M.isbi_errors(gt, np.stack(probs))
-        return {k: float(r[k]) for k in METRICS["isbi"]} | {
+        out = {k: float(r[k]) for k in METRICS["isbi"]} | {
             "pixel_threshold": r["pixel_threshold"], "rand_threshold": r["rand_threshold"],
             "warping_threshold": r["warping_threshold"]}
+        if membrane_watershed is not None:
+            from unet.inference.labels import membrane_watershed as close_gaps
+
+            rw = M.isbi_errors(gt, np.stack([close_gaps(p, **membrane_watershed) for p in probs]))
+            out |= {f"{k}{WATERSHED_SUFFIX}": float(rw[k]) for k in METRICS["isbi"]}
+            out["membrane_watershed"] = dict(membrane_watershed)
+        return out
     if kind == "seg":
         from unet.inference.labels import SEED_THRESHOLD, cell_instances
 
@@ -92,7 +139,8 @@ def fold_metrics(kind: str, probs, labels, *, min_size: int = 0, seed_threshold:
 
 
 def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",), tile_size=None, device=None,
-                  min_size: int = 0, train_pairs=None, progress: bool = False) -> dict:
+                  min_size: int = 0, train_pairs=None, progress: bool = False,
+                  membrane_watershed: bool = False) -> dict:
     """Predict ``pairs`` with ``checkpoint`` (overlap-tile, paper Fig. 2), save, score.
 
     Parameters
@@ -114,7 +162,12 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
         ``kind="seg"``: the fold's training images. The seed threshold of the
         seeded watershed is chosen on them (:func:`choose_seed_threshold`,
         plain predictions) and then applied to the held-out images, so it is
-        never tuned on the test fold.
+        never tuned on the test fold.  ``kind="isbi"`` with
+        ``membrane_watershed``: the parameters of the gap-closing
+        post-processing are chosen on them the same way
+        (:func:`choose_membrane_watershed`).
+    membrane_watershed : bool
+        ``kind="isbi"``: also score the post-processed maps (see :func:`fold_metrics`).
 
     Returns
     -------
@@ -153,8 +206,15 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
         seed, scores = choose_seed_threshold(predict(train, "plain", "train"), [s.labels for s in train],
                                              min_size=min_size)
         out["seed_selection"] = {"threshold": seed, "train_seg_watershed": {str(t): v for t, v in scores.items()}}
+    ws = None
+    if kind == "isbi" and membrane_watershed:
+        if not train_pairs:
+            raise ValueError("membrane_watershed needs the fold's training images to choose its parameters")
+        train = [load_sample(p, normalize=norm) for p in train_pairs]
+        ws, scores = choose_membrane_watershed(predict(train, "plain", "train"), [s.labels for s in train])
+        out["watershed_selection"] = {**ws, "train_rand_error": scores}
     samples = [load_sample(p, normalize=norm) for p in pairs]
     for variant in variants:
         out[variant] = fold_metrics(kind, predict(samples, variant, variant), [s.labels for s in samples],
-                                    min_size=min_size, seed_threshold=seed)
+                                    min_size=min_size, seed_threshold=seed, membrane_watershed=ws)
     return out

@@ -6,12 +6,14 @@ An experiment file reads as the whole protocol of one table of the paper::
     title: ...
     base: ../isbi2012.yaml            # training config (relative to this file)
     folds: {contiguous: 3}            # or a list of {name, train, test}
-    evaluation: {kind: isbi, tta: [false, true]}
+    evaluation: {kind: isbi, tta: [false, true]}   # membrane_watershed: true adds the gap-closing rows
     runs:                             # model variants, each trained on every fold
       - {name: unet, label: "U-Net", set: {model.name: unet}}
       - {name: fcn8s, label: "FCN-8s", set: {model.name: fcn8s}}
     profiles:                         # compute budgets: overrides for all runs, and per run
-      cpu: {description: ..., set: {...}, runs: {fcn8s: {...}}}
+      cpu: {description: ..., set: {...}, runs: {fcn8s: {...}},
+            selection: {runs: [unet], validation: 3, steps: 1000, measure: rand_error,
+                        candidates: [{name: bn, set: {...}}, ...]}}   # nested validation, optional
       paper: {description: ..., set: {...}}
     paper:                            # the paper's numbers, shown beside ours
       - {name: "u-net (paper, test set)", warping_error: 0.000353, ...}
@@ -24,7 +26,9 @@ An experiment file reads as the whole protocol of one table of the paper::
 Overrides are applied in this order: base config, ``profiles.P.set``,
 ``profiles.P.runs.RUN``, the run's own ``set``, the user's ``--set``; the
 fold's data selection comes last and may not be overridden
-(:func:`unet.reproduce.folds.check_no_leak`).
+(:func:`unet.reproduce.folds.check_no_leak`).  A candidate of nested
+selection (:func:`unet.reproduce.runner.select_in_fold`) applies after the
+run's ``set`` and before ``--set``.
 """
 
 from __future__ import annotations
@@ -46,8 +50,10 @@ METRICS = {
     # and with seeded-watershed instances (ours; unet.inference.cell_instances)
     "seg": ("seg", "seg_watershed"),
 }
+#: extra ISBI metrics of the gap-closing post-processing (``evaluation.membrane_watershed: true``)
+WATERSHED_SUFFIX = "_watershed"
 LOWER_IS_BETTER = {"warping_error": True, "rand_error": True, "pixel_error": True, "seg": False,
-                   "seg_watershed": False}
+                   "seg_watershed": False, **{m + WATERSHED_SUFFIX: True for m in METRICS["isbi"]}}
 OPS = ("<=", ">=", "<", ">")
 PROFILES = ("cpu", "paper")
 
@@ -82,7 +88,10 @@ class Experiment:
 
     @property
     def metrics(self) -> tuple:
-        return METRICS[self.evaluation["kind"]]
+        extra = ()
+        if self.evaluation["kind"] == "isbi" and self.evaluation.get("membrane_watershed"):
+            extra = tuple(m + WATERSHED_SUFFIX for m in METRICS["isbi"])
+        return METRICS[self.evaluation["kind"]] + extra
 
     @property
     def variants(self) -> list:
@@ -94,6 +103,16 @@ class Experiment:
             if r.name == name:
                 return r
         raise ExperimentError(f"{self.path}: no run named {name!r} (runs: {', '.join(r.name for r in self.runs)})")
+
+    def selection(self, profile: str, run_name: str | None = None) -> dict | None:
+        """``profiles.PROFILE.selection`` (nested validation), or None; with ``run_name``: None unless it applies."""
+        sel = (self.profiles.get(profile) or {}).get("selection")
+        if not sel:
+            return None
+        if run_name is not None and sel.get("runs") and run_name not in sel["runs"] \
+                and run_name not in (sel.get("follow") or {}):
+            return None
+        return sel
 
     def overrides(self, run: Run, profile: str) -> dict:
         """Flat ``{dotted.key: value}`` for ``run`` under ``profile`` (before the user's ``--set``)."""
@@ -148,6 +167,9 @@ def load_experiment(name_or_path) -> Experiment:
     ev = dict(d["evaluation"])
     if ev.get("kind") not in METRICS:
         raise ExperimentError(f"{path}: evaluation.kind must be one of {', '.join(METRICS)}, got {ev.get('kind')!r}")
+    if not isinstance(ev.setdefault("membrane_watershed", False), bool) or \
+            (ev["membrane_watershed"] and ev["kind"] != "isbi"):
+        raise ExperimentError(f"{path}: evaluation.membrane_watershed must be true or false, and only for kind isbi")
     tta = ev.setdefault("tta", [False])
     if not isinstance(tta, list) or not tta or not all(isinstance(t, bool) for t in tta):
         raise ExperimentError(f"{path}: evaluation.tta must be a list of booleans, e.g. [false, true]")
@@ -185,7 +207,59 @@ def load_experiment(name_or_path) -> Experiment:
     for name, prof in exp.profiles.items():
         if prof is not None and not isinstance(prof, dict):
             raise ExperimentError(f"{path}: profiles.{name} must be a mapping")
+        if (prof or {}).get("selection"):
+            _check_selection(exp, (prof or {})["selection"], f"{path}: profiles.{name}.selection")
         for rn in ((prof or {}).get("runs") or {}):
             if rn not in names:
                 raise ExperimentError(f"{path}: profiles.{name}.runs.{rn}: no such run")
     return exp
+
+
+#: keys of ``profiles.P.selection`` (nested validation; see :func:`unet.reproduce.runner.select_in_fold`)
+SELECTION_KEYS = {"runs", "validation", "pick", "steps", "measure", "variant", "candidates", "default", "follow"}
+
+
+def _check_selection(exp: Experiment, sel, where: str) -> None:
+    if not isinstance(sel, dict):
+        raise ExperimentError(f"{where} must be a mapping")
+    unknown = set(sel) - SELECTION_KEYS
+    if unknown:
+        raise ExperimentError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} "
+                              f"(valid: {', '.join(sorted(SELECTION_KEYS))})")
+    names = {r.name for r in exp.runs}
+    if not set(sel.get("runs") or []) <= names:
+        raise ExperimentError(f"{where}.runs: {sorted(set(sel['runs']) - names)} are not runs ({sorted(names)})")
+    if not isinstance(sel.get("validation"), int) or isinstance(sel.get("validation"), bool) or sel["validation"] < 1:
+        raise ExperimentError(f"{where}.validation: the number of validation images per fold (an integer >= 1)")
+    if sel.get("pick", "last") not in ("last", "spread"):
+        raise ExperimentError(f"{where}.pick must be 'last' or 'spread'")
+    steps = sel.get("steps")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ExperimentError(f"{where}.steps: training steps of each search training (an integer >= 1)")
+    if sel.get("measure") not in exp.metrics:
+        raise ExperimentError(f"{where}.measure must be one of {', '.join(exp.metrics)}, got {sel.get('measure')!r}")
+    if sel.get("variant", "plain") not in ("plain", "tta"):
+        raise ExperimentError(f"{where}.variant must be 'plain' or 'tta'")
+    cands = sel.get("candidates")
+    if not isinstance(cands, list) or not cands or not all(
+            isinstance(c, dict) and set(c) <= {"name", "set"} and "name" in c and isinstance(c.get("set") or {}, dict)
+            for c in cands):
+        raise ExperimentError(f"{where}.candidates: a non-empty list of {{name, set: {{key: value}}}}")
+    cnames = [str(c["name"]) for c in cands]
+    if len(set(cnames)) != len(cnames) or any(not n or "/" in n for n in cnames):
+        raise ExperimentError(f"{where}.candidates: names must be distinct and contain no '/'")
+    for c in cands:
+        bad = {"data.train", "data.val"} & set(c.get("set") or {})
+        if bad:
+            raise ExperimentError(f"{where}.candidates.{c['name']}: may not set {', '.join(sorted(bad))}")
+    if sel.get("default") is not None and str(sel["default"]) not in cnames:
+        raise ExperimentError(f"{where}.default must name a candidate ({', '.join(cnames)})")
+    follow = sel.get("follow") or {}
+    searched = list(sel.get("runs") or names)
+    order = [r.name for r in exp.runs]
+    if not isinstance(follow, dict) or any(
+            f not in names or f in searched or lead not in searched or order.index(lead) > order.index(f)
+            for f, lead in follow.items()):
+        raise ExperimentError(f"{where}.follow: {{RUN: SEARCHED_RUN}}: a run outside selection.runs takes, fold by "
+                              "fold, the choice of a searched run listed before it")
+

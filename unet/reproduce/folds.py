@@ -88,7 +88,7 @@ def select_folds(folds: list[Fold], wanted) -> list[Fold]:
     return chosen
 
 
-def check_no_leak(train, test, val=None) -> None:
+def check_no_leak(train, test, val=None, *, validation=None) -> None:
     """Refuse a fold whose test images reach training in any way.
 
     Parameters
@@ -98,10 +98,20 @@ def check_no_leak(train, test, val=None) -> None:
     val : str or list, optional
         The trainer's ``data.val``; inside a fold it must be ``"none"`` so that
         no held-out image can choose a checkpoint (``best.pt``) or anything else.
+    validation : sequence of str, optional
+        Images of nested selection (:func:`carve_validation`): they must be
+        some of ``train``, so that no held-out image chooses a setting either.
     """
     overlap = sorted(set(train) & set(test))
     if overlap:
         raise UserError(f"fold leaks test images into training: {', '.join(overlap[:5])}")
+    if validation is not None:
+        outside = sorted(set(validation) - set(train))
+        if outside:
+            raise UserError(f"validation images must be training images of the fold; not: {', '.join(outside[:5])}"
+                            + (" (held out!)" if set(outside) & set(test) else ""))
+        if not validation:
+            raise UserError("nested selection has no validation image")
     if not test:
         raise UserError("fold has no test image")
     if not train:
@@ -109,3 +119,43 @@ def check_no_leak(train, test, val=None) -> None:
     if val is not None and val not in ("none", None, ""):
         raise UserError(f"data.val={val!r}: inside a reproduction fold the trainer must not validate on any image "
                         "(the held-out fold is evaluated once, at the end); do not --set data.val")
+
+
+def carve_validation(fold: Fold, count: int, *, pick: str = "last") -> Fold:
+    """The search split of nested selection: validation images carved from ``fold``'s training images.
+
+    Parameters
+    ----------
+    fold : Fold
+        The outer fold; its test images are never touched.
+    count : int
+        Number of validation images (fewer than the training images).
+    pick : {"last", "spread"}
+        ``"last"``: the last ``count`` training images in order (a contiguous
+        block: neighbouring EM slices and time-lapse frames are correlated, so
+        a block is the more honest validation set); ``"spread"``: evenly spaced.
+
+    Returns
+    -------
+    Fold
+        ``train``: the fold's training images minus the validation ones;
+        ``test``: the validation images.  Checked with :func:`check_no_leak`.
+    """
+    train = list(fold.train)
+    if not 1 <= count < len(train):
+        raise UserError(f"fold {fold.name}: cannot carve {count} validation images from {len(train)} training images")
+    if pick == "last":
+        val = train[-count:]
+    elif pick == "spread":
+        step = len(train) / count
+        val = [train[int(step * (i + 0.5))] for i in range(count)]
+    else:
+        raise UserError(f"selection.pick must be 'last' or 'spread', got {pick!r}")
+    check_no_leak(fold.train, fold.test, validation=val)
+    rest = [n for n in train if n not in val]
+    check_no_leak(rest, val)
+    check_no_leak(rest, fold.test)
+    return Fold(name=f"{fold.name}-search", train=tuple(rest), test=tuple(val),
+                description=f"validation {', '.join(val)} ({len(val)} of the fold's {len(train)} training images), "
+                            f"search trainings on the other {len(rest)}")
+

@@ -43,8 +43,10 @@ def config_key(cfg_dict: dict) -> str:
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def build_config(exp: Experiment, run, *, profile: str, overrides=(), fold: Fold | None = None):
-    """The training config of ``run`` (and ``fold``): base -> profile -> run -> ``--set`` -> fold data."""
+def build_config(exp: Experiment, run, *, profile: str, overrides=(), fold: Fold | None = None,
+                 extra_set: dict | None = None):
+    """The training config of ``run`` (and ``fold``): base -> profile -> run -> ``extra_set`` (a
+    candidate of nested selection) -> ``--set`` -> fold data."""
     from unet.training.config import load_config, parse_overrides
 
     for key, _ in parse_overrides(list(overrides)):
@@ -52,6 +54,7 @@ def build_config(exp: Experiment, run, *, profile: str, overrides=(), fold: Fold
             raise UserError(f"--set {key}: the experiment's folds decide which images train and test; "
                             "change `folds:` in the experiment file instead")
     extra = dict(exp.overrides(run, profile))
+    extra.update(extra_set or {})
     extra["experiment"] = f"{exp.name}/{run.name}" + (f"/{fold.name}" if fold else "")
     if fold is not None:
         # only the fold's training part; no validation set at all (nothing held out may select anything)
@@ -102,7 +105,8 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
     def score():
         return evaluate_fold(last, test_pairs, fold_dir, kind=exp.evaluation["kind"], variants=exp.variants,
                              tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device),
-                             min_size=cfg.eval.min_size, train_pairs=train_pairs)
+                             min_size=cfg.eval.min_size, train_pairs=train_pairs,
+                             membrane_watershed=bool(exp.evaluation.get("membrane_watershed")))
     if overwrite and fold_dir.exists():
         marks = ("config.yaml", "last.pt", "result.json", "log.csv", "predictions")
         if any(fold_dir.iterdir()) and not any((fold_dir / m).exists() for m in marks):
@@ -150,6 +154,58 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
     return res
 
 
+def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str, overrides, pairs, by_name,
+                   runs_dir: Path, resume: bool, overwrite: bool, quiet: bool) -> dict:
+    """Nested selection inside one fold: choose a candidate on validation images carved from its training images.
+
+    Every candidate of ``sel["candidates"]`` is trained for ``sel["steps"]``
+    steps on the fold's training images minus ``sel["validation"]`` of them
+    (:func:`unet.reproduce.folds.carve_validation`), predicted once on those
+    validation images and scored with ``sel["measure"]``; the best (ties: the
+    first listed) is returned.  The fold's test images are not read.  Each
+    candidate lives in ``runs_dir/RUN/_search/FOLD/CANDIDATE`` and is resumable
+    like a fold (:func:`run_fold`).
+
+    Returns
+    -------
+    dict
+        ``validation`` (names), ``measure``, ``variant``, ``candidates`` (name,
+        overrides, score, seconds), ``chosen``, ``chosen_set``, ``search_seconds``.
+    """
+    import dataclasses
+
+    from unet.reproduce.experiment import LOWER_IS_BETTER, WATERSHED_SUFFIX
+    from unet.reproduce.folds import carve_validation
+
+    search = carve_validation(fold, int(sel["validation"]), pick=sel.get("pick", "last"))
+    measure, variant = sel["measure"], sel.get("variant", "plain")
+    # the search is scored on its measure only: one variant, the post-processing only when it is measured
+    ev = dict(exp.evaluation, tta=[variant == "tta"],
+              membrane_watershed=bool(exp.evaluation.get("membrane_watershed")) and measure.endswith(WATERSHED_SUFFIX))
+    search_exp = dataclasses.replace(exp, evaluation=ev)
+    tried = []
+    for cand in sel["candidates"]:
+        extra = dict(cand.get("set") or {})
+        if sel.get("steps"):
+            extra["train.steps"] = int(sel["steps"])
+        cfg = build_config(exp, run, profile=profile, overrides=overrides, fold=search, extra_set=extra)
+        _check_selection(cfg, pairs, search)
+        if not quiet:
+            print(f"[{exp.name}] {run.name} / {fold.name} / search {cand['name']}: {search.description}", flush=True)
+        res = run_fold(search_exp, cfg, search, [by_name[n] for n in search.test],
+                       runs_dir / run.name / "_search" / fold.name / str(cand["name"]), resume=resume,
+                       overwrite=overwrite, quiet=quiet, train_pairs=[by_name[n] for n in search.train])
+        tried.append({"name": str(cand["name"]), "set": dict(cand.get("set") or {}), "steps": int(res["steps"]),
+                      "score": float(res["metrics"][variant][measure]),
+                      "train_seconds": res["train_seconds"], "eval_seconds": res["eval_seconds"],
+                      "reused": bool(res.get("reused"))})
+    lower = LOWER_IS_BETTER[measure]
+    best = min(tried, key=lambda c: (c["score"] if lower else -c["score"], tried.index(c)))
+    return {"validation": list(search.test), "search_train": list(search.train), "measure": measure,
+            "variant": variant, "candidates": tried, "chosen": best["name"], "chosen_set": best["set"],
+            "search_seconds": round(sum(c["train_seconds"] + c["eval_seconds"] for c in tried), 1)}
+
+
 def copy_checkpoint(src, dst, *, note: dict, limit: int = MAX_CHECKPOINT_BYTES) -> str | None:
     """Copy a trainer checkpoint's weights (no optimiser state) to ``dst``; None if over ``limit`` bytes."""
     import torch
@@ -192,7 +248,7 @@ def default_out(exp: Experiment, profile: str) -> Path:
 
 def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None, overrides=(), folds=None,
                    runs=None, overwrite: bool = False, resume: bool = False, quiet: bool = False,
-                   command: str | None = None) -> dict:
+                   command: str | None = None, search: bool = True) -> dict:
     """Train, predict, evaluate every run on every fold of ``experiment``; write the report.
 
     Parameters
@@ -213,6 +269,10 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
         Retrain everything and replace the report.
     resume : bool
         Reuse finished folds, continue interrupted ones from ``last.pt``, replace the report.
+    search : bool
+        Run the profile's nested selection (``profiles.P.selection``) in every
+        fold; False (``--no-search``): a fixed recipe, the run's settings plus
+        the candidate named ``selection.default`` if any.
 
     Returns
     -------
@@ -239,7 +299,7 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
             cmd += ["--runs", runs if isinstance(runs, str) else ",".join(runs)]
         for item in overrides:
             cmd += ["--set", item]
-        cmd += ["--overwrite"] * overwrite + ["--resume"] * resume
+        cmd += ["--overwrite"] * overwrite + ["--resume"] * resume + ["--no-search"] * (not search)
         command = shlex.join(cmd)
     chosen_runs = exp.runs if not runs else [exp.run(r.strip()) for r in
                                               (runs.split(",") if isinstance(runs, str) else runs)]
@@ -256,12 +316,32 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
     fold_list = select_folds(all_folds, folds)
     by_name = {p.name: p for p in pairs}
 
-    run_reports = []
+    run_reports, searched = [], {}
     for run in chosen_runs:
-        fold_results = {}
+        fold_results, selections = {}, {}
         cfg = None
+        sel = exp.selection(profile, run.name)
+        lead = ((sel or {}).get("follow") or {}).get(run.name)
+        if lead and search and lead not in searched:
+            raise UserError(f"run {run.name} takes the choices of run {lead} (selection.follow): run both "
+                            f"(--runs {lead},{run.name}) or pass --no-search")
+        fixed = {}
+        if sel and not search and sel.get("default") is not None:
+            fixed = next(dict(c.get("set") or {}) for c in sel["candidates"] if str(c["name"]) == str(sel["default"]))
         for fold in fold_list:
-            cfg = build_config(exp, run, profile=profile, overrides=overrides, fold=fold)
+            chosen = fixed
+            if lead and search:
+                selections[fold.name] = dict(searched[lead][fold.name], followed=lead)
+                chosen = selections[fold.name]["chosen_set"]
+            elif sel and search:
+                selections[fold.name] = select_in_fold(
+                    exp, run, fold, sel, profile=profile, overrides=overrides, pairs=pairs, by_name=by_name,
+                    runs_dir=runs_dir, resume=resume, overwrite=overwrite, quiet=quiet)
+                chosen = selections[fold.name]["chosen_set"]
+                if not quiet:
+                    print(f"[{exp.name}] {run.name} / {fold.name}: chose {selections[fold.name]['chosen']} on "
+                          f"{', '.join(selections[fold.name]['validation'])}", flush=True)
+            cfg = build_config(exp, run, profile=profile, overrides=overrides, fold=fold, extra_set=chosen)
             _check_selection(cfg, pairs, fold)
             if not quiet:
                 print(f"[{exp.name}] {run.name} / {fold.name}: {fold.description}", flush=True)
@@ -271,8 +351,12 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
             dst = out / "checkpoints" / f"{run.name}-{fold.name.replace('>', '').replace('/', '_')}.pt"
             copied = copy_checkpoint(res["checkpoint_path"], dst, note={
                 "experiment": exp.name, "run": run.name, "fold": fold.name, "profile": profile,
-                "trained_on": list(fold.train), "held_out": list(fold.test)})
+                "trained_on": list(fold.train), "held_out": list(fold.test),
+                **({"selected": selections[fold.name]["chosen"], "validation": selections[fold.name]["validation"]}
+                   if fold.name in selections else {})})
             res = dict(res)
+            if fold.name in selections:
+                res["selected"] = selections[fold.name]["chosen"]
             if copied:
                 res["checkpoint"] = str(Path(copied).relative_to(out))
             else:
@@ -283,12 +367,23 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
                    for v in exp.variants}
         conf = cfg.to_dict()
         conf["data"]["train"] = "(per fold, see folds)"
-        run_reports.append({
+        entry = {
             "name": run.name, "label": run.label, "model": _model_text(cfg), "steps": cfg.train.steps,
-            "overrides": {**exp.overrides(run, profile), **dict(_parse(overrides))},
+            "overrides": {**exp.overrides(run, profile), **fixed, **dict(_parse(overrides))},
             "config": conf, "summary": summary, "folds": fold_results,
             "wall_seconds": float(sum(r["train_seconds"] + r["eval_seconds"] for r in fold_results.values())),
-        })
+        }
+        if lead and search:
+            entry["selection_followed"] = lead
+            entry["selected"] = {f: s["chosen"] for f, s in selections.items()}
+        elif sel and search:
+            searched[run.name] = selections
+            entry["selection"] = selections
+            entry["search_seconds"] = float(sum(s["search_seconds"] for s in selections.values()))
+        elif sel:
+            entry["selection_off"] = (f"--no-search: fixed recipe, candidate {sel['default']}"
+                                      if sel.get("default") is not None else "--no-search: fixed recipe, the run's settings")
+        run_reports.append(entry)
 
     summaries = {r["name"]: r["summary"] for r in run_reports}
     partial = []

@@ -76,6 +76,10 @@ class LossConfig:
     class_weights: Union[str, list, None] = "auto"
     #: set pixels between touching cells to background (paper Sec. 3, Fig. 3c)
     separate_borders: bool = True
+    #: beyond the paper (0 = off): extra weight on thin membranes (unet.data.weights.thin_membrane_weight),
+    #: added to the weight map; membranes about gap_width px thick get most of it
+    gap_weight: float = 0.0
+    gap_width: float = 3.0
 
 
 @dataclass
@@ -126,6 +130,9 @@ class TrainConfig:
     amp: str = "none"
     channels_last: bool = False
     threads: int = 0  # torch intra-op threads; 0 = all cores
+    #: precise BN (unet.training.batchnorm): after the last step, re-estimate batch-norm running statistics
+    #: over this many training tiles with the final weights (0 = off; no effect without batch norm)
+    bn_recalibration_tiles: int = 0
 
 
 @dataclass
@@ -168,8 +175,8 @@ class Config:
 CHOICES = {
     "model.name": ("unet", "fcn32s", "fcn16s", "fcn8s"),
     "model.unet.padding": ("valid", "same"),
-    "model.unet.norm": (None, "batch", "instance", "group"),
-    "model.fcn.norm": (None, "batch", "instance", "group"),
+    "model.unet.norm": (None, "none", "batch", "instance", "group"),
+    "model.fcn.norm": (None, "none", "batch", "instance", "group"),
     "model.unet.upsampling": ("transposed", "bilinear"),
     "loss.name": ("weighted_ce", "ce", "dice", "ce_dice"),
     "optim.name": ("sgd", "adam", "adamw"),
@@ -184,10 +191,10 @@ METRICS = ("iou", "dice", "pixel", "rand", "warping", "seg")
 #: base channels, 500 M parameters; each level more doubles the tile and quadruples the parameters
 MAX_DEPTH = 6
 POSITIVE = ("train.steps", "train.batch_size", "train.tile_size", "train.val_every", "train.checkpoint_every",
-            "train.log_every", "optim.lr", "loss.sigma", "augment.elastic_grid", "model.unet.base_channels",
+            "train.log_every", "optim.lr", "loss.sigma", "loss.gap_width", "augment.elastic_grid", "model.unet.base_channels",
             "model.unet.depth", "model.fcn.base_channels", "model.fcn.fc_channels")
-NON_NEGATIVE = ("loss.w0", "augment.elastic_sigma", "optim.weight_decay", "optim.momentum", "train.num_workers",
-                "train.threads", "optim.warmup_steps", "eval.min_size", "eval.overlays", "augment.rotate",
+NON_NEGATIVE = ("loss.w0", "loss.gap_weight", "augment.elastic_sigma", "optim.weight_decay", "optim.momentum", "train.num_workers",
+                "train.threads", "train.bn_recalibration_tiles", "optim.warmup_steps", "eval.min_size", "eval.overlays", "augment.rotate",
                 "augment.shift")
 
 

@@ -209,7 +209,8 @@ class Trainer:
         return D.TileDataset(self.train_samples, input_size=tile, output_size=out, augment=aug, length=length,
                              seed=cfg.seed, w0=cfg.loss.w0 if cfg.loss.name == "weighted_ce" or cfg.loss.name == "ce_dice" else 0.0,
                              sigma=cfg.loss.sigma, class_weights=self.class_weights,
-                             border=cfg.loss.separate_borders)
+                             border=cfg.loss.separate_borders, gap_weight=cfg.loss.gap_weight,
+                             gap_width=cfg.loss.gap_width)
 
     # --------------------------------------------------------------- model
     def _build_model(self):
@@ -321,6 +322,8 @@ class Trainer:
                 t_data += t1 - t0
                 t_step += time.perf_counter() - t1
                 lv = loss.item()
+                if step == cfg.train.steps and cfg.train.bn_recalibration_tiles:
+                    self._recalibrate_bn(model, dataset)
                 bar.update(1)
                 bar.set_postfix(loss=f"{lv:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2g}", refresh=False)
                 row = {}
@@ -350,6 +353,27 @@ class Trainer:
             self._finish(model, metrics)
         shutdown(info)
         return metrics
+
+    def _recalibrate_bn(self, model, dataset) -> int:
+        """Precise BN after the last step: running statistics over training tiles spread over the run."""
+        from unet.training.batchnorm import recalibrate_batchnorm
+
+        cfg = self.cfg
+        n = min(cfg.train.bn_recalibration_tiles, len(dataset))
+        # the same tiles (augmentation included) the run drew, evenly spaced over its steps; every
+        # process of a distributed run takes the same ones, so all end with the same statistics
+        index = np.linspace(0, len(dataset) - 1, n).round().astype(int)
+        b = cfg.train.batch_size
+
+        def batches():
+            for i in range(0, n, b):
+                x = torch.stack([dataset[int(j)]["image"] for j in index[i : i + b]]).to(self.device)
+                yield x.contiguous(memory_format=torch.channels_last) if cfg.train.channels_last else x
+
+        seen = recalibrate_batchnorm(model, batches())
+        if seen and self.info.is_main and not self.quiet:
+            print(f"batch-norm statistics re-estimated over {seen} training tiles (train.bn_recalibration_tiles)")
+        return seen
 
     # ---------------------------------------------------------- validation
     def validate(self, model) -> dict:

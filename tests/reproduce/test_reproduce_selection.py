@@ -1,0 +1,201 @@
+"""Nested selection in `unet reproduce`: candidates chosen inside every fold on validation images carved from
+its training images; held-out images choose nothing; resumable; --no-search uses a fixed recipe."""
+
+import json
+
+import numpy as np
+import pytest
+import skimage.io
+import yaml
+
+from unet import metrics as M
+from unet.cli import main
+from unet.errors import UserError
+from unet.io import read_image
+from unet.reproduce.experiment import ExperimentError, load_experiment
+from unet.reproduce.folds import Fold, carve_validation, check_no_leak
+
+SELECTION = {
+    "runs": ["unet"], "validation": 1, "steps": 2, "measure": "rand_error",
+    "candidates": [{"name": "lr-tiny", "set": {"optim.lr": 1.0e-6}},
+                   {"name": "bn", "set": {"model.unet.norm": "batch", "train.bn_recalibration_tiles": 2}}],
+    "default": "bn",
+}
+
+
+def _experiment(path, data_root, make_tiny_experiment, selection=SELECTION, **evaluation):
+    make_tiny_experiment(path, data_root)
+    d = yaml.safe_load(path.read_text())
+    d["runs"] = [r for r in d["runs"] if r["name"] == "unet"]
+    d["targets"], d["compare"] = [], []
+    d["evaluation"].update(tta=[False], **evaluation)
+    d["profiles"]["cpu"]["selection"] = selection
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_isbi_stack, tmp_path_factory, make_tiny_experiment):
+    tmp = tmp_path_factory.mktemp("select")
+    exp = _experiment(tmp / "sel.yaml", tiny_isbi_stack, make_tiny_experiment, membrane_watershed=True)
+    out, runs = tmp / "results", tmp / "runs"
+    argv = ["reproduce", str(exp), "--out", str(out), "--runs-dir", str(runs), "--folds", "1,2", "--quiet"]
+    assert main(argv) == 0
+    return {"exp": exp, "out": out, "runs": runs, "argv": argv, "data": tiny_isbi_stack,
+            "report": json.loads((out / "report.json").read_text()), "md": (out / "report.md").read_text()}
+
+
+def test_every_fold_searches_on_its_own_training_images(searched):
+    rep, runs = searched["report"], searched["runs"]
+    run = rep["runs"][0]
+    assert set(run["selection"]) == {"fold1", "fold2"}
+    for fold in rep["folds"]:
+        sel = run["selection"][fold["name"]]
+        assert sel["validation"] == fold["train"][-1:]  # the last training image, never a test image
+        assert not set(sel["validation"]) & set(fold["test"])
+        assert sorted(sel["search_train"] + sel["validation"]) == sorted(fold["train"])
+        for cand in sel["candidates"]:
+            folder = runs / "unet" / "_search" / fold["name"] / cand["name"]
+            cfg = yaml.safe_load((folder / "config.yaml").read_text())
+            assert cfg["data"]["train"] == sel["search_train"] and cfg["data"]["val"] == "none"
+            assert cfg["train"]["steps"] == 2
+            for key, value in cand["set"].items():
+                section, name = key.rsplit(".", 1)
+                node = cfg
+                for part in section.split("."):
+                    node = node[part]
+                assert node[name] == value
+            # the score is the Rand error of the saved predictions of the validation images
+            probs = np.stack([read_image(folder / "predictions/plain" / f"{n}.tif") for n in sel["validation"]])
+            gt = np.stack([skimage.io.imread(searched["data"] / "masks" / f"{n}.png") for n in sel["validation"]])
+            assert cand["score"] == pytest.approx(M.rand_error(gt, probs.astype(np.float64)), abs=1e-12)
+            assert not (folder / "predictions/plain" / f"{fold['test'][0]}.tif").exists()
+        scores = [c["score"] for c in sel["candidates"]]
+        assert sel["chosen"] == sel["candidates"][int(np.argmin(scores))]["name"]
+        # the final training: the fold's whole training set, the chosen settings, the full step count
+        final = yaml.safe_load((runs / "unet" / fold["name"] / "config.yaml").read_text())
+        assert final["data"]["train"] == fold["train"] and final["train"]["steps"] == 4
+        chosen_set = sel["chosen_set"]
+        assert final["optim"]["lr"] == chosen_set.get("optim.lr", 0.01)
+        assert final["model"]["unet"]["norm"] == chosen_set.get("model.unet.norm")
+        assert run["folds"][fold["name"]]["selected"] == sel["chosen"]
+
+
+def test_report_lists_every_candidate_and_the_search_cost_apart(searched):
+    rep, md = searched["report"], searched["md"]
+    run = rep["runs"][0]
+    assert "## Nested selection" in md and "Search cost" in md
+    n_rows = sum(len(s["candidates"]) for s in run["selection"].values())
+    assert n_rows == 4 and md.count("| fold1 | ") == 2 and md.count("**chosen**") == 2
+    assert run["search_seconds"] == pytest.approx(sum(s["search_seconds"] for s in run["selection"].values()))
+    assert run["search_seconds"] > 0 and "nested selection (search trainings" in md
+    # wall time of the run is the final trainings only
+    assert run["wall_seconds"] == pytest.approx(sum(f["train_seconds"] + f["eval_seconds"]
+                                                    for f in run["folds"].values()))
+    # the gap-closing rows are there, with parameters chosen on training slices
+    assert "Rand error, gaps closed" in md and "rand_error_watershed" in run["summary"]["plain"]
+    assert all("watershed_selection" in f["metrics"] for f in run["folds"].values())
+
+
+def test_resume_keeps_finished_candidates(searched):
+    runs = searched["runs"]
+    marks = sorted((runs / "unet" / "_search").glob("*/*/result.json"))
+    assert len(marks) == 4
+    before = {p: p.stat().st_mtime_ns for p in marks}
+    assert main(searched["argv"] + ["--resume"]) == 0
+    rep = json.loads((searched["out"] / "report.json").read_text())
+    assert all(c["reused"] for s in rep["runs"][0]["selection"].values() for c in s["candidates"])
+    assert {p: p.stat().st_mtime_ns for p in marks} == before
+    old = searched["report"]["runs"][0]["selection"]
+    for fold, s in rep["runs"][0]["selection"].items():
+        assert s["chosen"] == old[fold]["chosen"]
+        assert [c["score"] for c in s["candidates"]] == [c["score"] for c in old[fold]["candidates"]]
+
+
+def test_no_search_trains_the_default_candidate(tiny_isbi_stack, tmp_path, make_tiny_experiment):
+    exp = _experiment(tmp_path / "fixed.yaml", tiny_isbi_stack, make_tiny_experiment)
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    assert main(["reproduce", str(exp), "--out", str(out), "--runs-dir", str(runs), "--folds", "1", "--quiet",
+                 "--no-search"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert "selection" not in rep["runs"][0] and "--no-search" in rep["command"]
+    assert not (runs / "unet" / "_search").exists()
+    final = yaml.safe_load((runs / "unet/fold1/config.yaml").read_text())
+    assert final["model"]["unet"]["norm"] == "batch" and final["train"]["bn_recalibration_tiles"] == 2
+    assert "Nested selection of unet: off" in (out / "report.md").read_text()
+
+
+def test_a_following_run_takes_the_choice_of_its_lead(tiny_isbi_stack, tmp_path, make_tiny_experiment):
+    exp = _experiment(tmp_path / "follow.yaml", tiny_isbi_stack, make_tiny_experiment,
+                      selection={**SELECTION, "follow": {"unet-gap": "unet"}})
+    d = yaml.safe_load(exp.read_text())
+    d["runs"].append({"name": "unet-gap", "label": "U-Net, thin-membrane weight", "set": {"loss.gap_weight": 5.0}})
+    exp.write_text(yaml.safe_dump(d, sort_keys=False))
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    base = ["reproduce", str(exp), "--out", str(out), "--runs-dir", str(runs), "--folds", "1", "--quiet"]
+    assert main(base + ["--runs", "unet-gap"]) == 2  # its lead must run too
+    assert main(base) == 0
+    rep = json.loads((out / "report.json").read_text())
+    lead, follower = rep["runs"]
+    chosen = lead["selection"]["fold1"]["chosen"]
+    assert follower["selected"] == {"fold1": chosen} and not (runs / "unet-gap" / "_search").exists()
+    cfg = yaml.safe_load((runs / "unet-gap/fold1/config.yaml").read_text())
+    assert cfg["loss"]["gap_weight"] == 5.0
+    assert cfg["model"]["unet"]["norm"] == lead["selection"]["fold1"]["chosen_set"].get("model.unet.norm")
+    assert "takes, in every fold, the settings chosen for unet" in (out / "report.md").read_text()
+
+
+def test_carve_validation_takes_training_images_only():
+    fold = Fold("f", train=("a", "b", "c", "d", "e"), test=("x", "y"))
+    last = carve_validation(fold, 2)
+    assert last.test == ("d", "e") and last.train == ("a", "b", "c")
+    spread = carve_validation(fold, 2, pick="spread")
+    assert set(spread.test) <= set(fold.train) and len(spread.test) == 2 and not set(spread.test) & set(spread.train)
+    with pytest.raises(UserError, match="cannot carve"):
+        carve_validation(fold, 5)
+    with pytest.raises(UserError, match="held out"):
+        check_no_leak(fold.train, fold.test, validation=["a", "x"])
+    with pytest.raises(UserError, match="validation images must be training images"):
+        check_no_leak(fold.train, fold.test, validation=["zz"])
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"measure": "seg"}, "measure must be one of"),
+    ({"validation": 0}, "validation"),
+    ({"candidates": []}, "candidates"),
+    ({"candidates": [{"name": "a", "set": {"data.train": "0:2"}}]}, "may not set data.train"),
+    ({"default": "nope"}, "default must name a candidate"),
+    ({"runs": ["resnet"]}, "are not runs"),
+    ({"budget": 3}, "unknown key"),
+    ({"follow": {"unet": "unet"}}, "follow"),
+])
+def test_bad_selection_is_a_clear_error(tiny_isbi_stack, tmp_path, make_tiny_experiment, change, message):
+    exp = _experiment(tmp_path / "bad.yaml", tiny_isbi_stack, make_tiny_experiment, selection={**SELECTION, **change})
+    with pytest.raises(ExperimentError, match=message):
+        load_experiment(exp)
+
+
+@pytest.mark.parametrize("name", ["isbi2012", "dic-hela", "phc-u373"])
+def test_shipped_cpu_recipes_and_candidates_are_seamless(name):
+    """Issue 11: every network a shipped CPU profile trains, with every candidate of its selection, computes a
+    function of its receptive field only (the FCN is same-padded, but has no per-tile statistics either)."""
+    from unet.models import create_model
+    from unet.models.seamless import tile_dependence
+    from unet.reproduce.runner import build_config
+
+    exp = load_experiment(name)
+    fold = Fold("f", train=("a", "b", "c"), test=("x",))
+    sel = exp.selection("cpu")
+    assert sel and sel["candidates"]
+    for run in exp.runs:
+        sets = [{}] + [c.get("set") or {} for c in sel["candidates"]]
+        for extra in sets:
+            cfg = build_config(exp, run, profile="cpu", fold=fold, extra_set=extra)
+            kwargs = {**cfg.model_kwargs(), "base_channels": 4}
+            if cfg.model.name != "unet":
+                kwargs["fc_channels"] = 8
+            reason = tile_dependence(create_model(cfg.model.name, **kwargs))
+            if cfg.model.name == "unet":
+                assert reason is None, (name, run.name, extra, reason)
+            else:
+                assert reason is not None and "per-sample" not in reason, (name, run.name, reason)
