@@ -84,7 +84,6 @@ def output_paths(inputs: list[Path], out: str, output: str, fmt: str) -> list[Pa
 def run(args) -> int:
     import sys
 
-    import torch
 
     from unet.checkpoint import load_checkpoint
     from unet.errors import UserError
@@ -100,7 +99,9 @@ def run(args) -> int:
     if args.tile_size is not None and args.tile_size < 1:
         raise UserError(f"--tile-size must be positive, got {args.tile_size}")
     set_threads_for_cli()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from unet.training.trainer import pick_device
+
+    device = pick_device(args.device or "auto")
     model, meta = load_checkpoint(args.checkpoint, map_location=device, with_metadata=True)
     from unet.data.normalize import DEFAULT_NORMALIZE
 

@@ -360,7 +360,12 @@ class ImageSource:
                 index.append(plane)
                 continue
             kept.append(a)
-        box = np.asarray(self.array[tuple(index)])
+        try:
+            box = np.asarray(self.array[tuple(index)])
+        except Exception as err:  # decoders of compressed files fail on first read of a bad tile, with many types
+            from unet.errors import InputFileError
+
+            raise InputFileError(self.name, f"cannot read image data ({type(err).__name__}: {err})") from err
         if "C" in kept:
             return np.moveaxis(box, kept.index("C"), 0)
         return box[None]

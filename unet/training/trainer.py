@@ -86,11 +86,19 @@ def pick_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is available")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("--device mps: MPS is not available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: unknown device (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is available (this torch is a CPU build or has no GPU)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"--device {name}: MPS is not available")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name}: unsupported device (use auto, cpu, cuda, cuda:N or mps)")
+    return device
 
 
 def make_scheduler(optimizer, cfg: Config):
@@ -170,6 +178,8 @@ class Trainer:
         self.quiet = quiet
         self.stop_after = stop_after
         last = self.out / "last.pt"
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"{self.out}: is a file; the run folder (--out) must be a folder")
         if last.exists() and not (resume or overwrite):
             raise UserError(f"{self.out}: already holds a training run (last.pt); pass --resume to continue it "
                             "or --overwrite to start over")
@@ -406,7 +416,16 @@ class Trainer:
         from unet.checkpoint import read_checkpoint
 
         payload = read_checkpoint(self.out / "last.pt")
-        model.load_state_dict(payload["state_dict"])
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError:
+            have = {"name": payload["model"], **payload["model_kwargs"]}
+            want = {"name": self.cfg.model.name, **self.cfg.model_kwargs(in_channels=self.in_channels)}
+            diff = ", ".join(f"{k} {have.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(have) | set(want))
+                             if have.get(k) != want.get(k))
+            raise UserError(f"{self.out / 'last.pt'}: cannot resume: the config asks for another architecture "
+                            f"than the run trained ({diff or 'weights differ'}); resume without changing "
+                            "model.*, or start a new run (--out elsewhere)") from None
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         if torch.cuda.is_available() and payload["rng"]["cuda"]:
