@@ -352,6 +352,7 @@ def load_sample(pair: ImagePair, *, normalize=DEFAULT_NORMALIZE, mask_kind: str 
         unexpected label values.
     """
     raw = _read_page(Path(pair.image), pair.index)
+    check_pixels(raw, pair.image)
     image = _as_chw(raw, pair.image)
     if image.dtype.kind not in "uif" and image.dtype != bool:
         raise InputFileError(pair.image, f"unsupported image dtype {image.dtype}")
@@ -365,6 +366,14 @@ def load_sample(pair: ImagePair, *, normalize=DEFAULT_NORMALIZE, mask_kind: str 
                                  f"{image.shape[1:]} ({pair.image})")
         labels = labels_from_mask(mask, kind=mask_kind, path=pair.mask)
     return Sample(image=image, labels=labels, name=pair.name, partial=pair.partial)
+
+
+def check_pixels(image: np.ndarray, path) -> None:
+    """Warn (naming ``path``) about a constant image: it carries nothing to learn or to segment."""
+    if image.size and image.dtype.kind in "uifb" and image.min() == image.max():
+        from unet.errors import warn
+
+        warn(f"{path}: the image is constant (every pixel is {float(image.flat[0]):g}): it carries no information")
 
 
 def _normalize(channel, norm):

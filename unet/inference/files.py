@@ -370,7 +370,11 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
         raise UserError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     if dtype not in PROB_DTYPES:
         raise UserError(f"dtype must be one of {', '.join(PROB_DTYPES)}, got {dtype!r}")
-    _output_path_kind(output_path)
+    if _output_path_kind(output_path) == ".png":  # checked now, not after the whole prediction
+        kind = {"prob": f"probabilities of dtype {dtype}", "labels": "instance labels (uint32)"}.get(output)
+        if kind and not (output == "prob" and dtype == "uint8"):
+            raise UserError(f"{output_path}: PNG holds 8- or 16-bit integers, not {kind}; use .tif, .zarr or .npy"
+                            + (", or --dtype uint8" if output == "prob" else ""))
     if output_path.exists() and not overwrite:
         raise UserError(f"{output_path}: already exists (pass --overwrite / overwrite=True to replace it)")
     if output_path.resolve() == input_path.resolve():
@@ -424,6 +428,11 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
     finally:
         if bar is not None:
             bar.close()
+    if source.seen_range is not None and source.seen_range[0] == source.seen_range[1]:
+        from unet.errors import warn
+
+        warn(f"{input_path}: the image is constant (every pixel is {source.seen_range[0]:g}): "
+             "the prediction carries no information")
     return output_path
 
 
