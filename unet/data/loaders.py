@@ -369,7 +369,18 @@ def load_sample(pair: ImagePair, *, normalize=DEFAULT_NORMALIZE, mask_kind: str 
 
 
 def check_pixels(image: np.ndarray, path) -> None:
-    """Warn (naming ``path``) about a constant image: it carries nothing to learn or to segment."""
+    """Refuse NaN or infinite pixels (one makes the loss NaN); warn about a constant image (nothing to learn).
+
+    Raises
+    ------
+    InputFileError
+        Naming ``path`` and the number of non-finite pixels.
+    """
+    if image.dtype.kind in "fc":
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        if bad:
+            raise InputFileError(path, f"{bad} of {image.size} pixels are NaN or infinite (replace them, e.g. "
+                                       "by the image's median, or leave the image out)")
     if image.size and image.dtype.kind in "uifb" and image.min() == image.max():
         from unet.errors import warn
 

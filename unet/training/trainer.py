@@ -334,9 +334,8 @@ class Trainer:
                     logits = ddp_model(x)
                 loss = loss_fn(logits, y, w)
                 if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at step {step + 1}; stopped without saving. The last good "
-                        f"checkpoint is {self.out / 'last.pt'} (lower optim.lr, or check the data).")
+                    raise TrainingDiverged(f"loss became {loss.item()} at step {step + 1}; stopped without saving. "
+                                           f"{self._last_good(step)} (lower optim.lr, or check the data).")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -376,6 +375,20 @@ class Trainer:
             self._finish(model, metrics)
         shutdown(info)
         return metrics
+
+    def _last_good(self, step: int) -> str:
+        """Where a diverged run can restart from: the checkpoint that exists, or none (say so)."""
+        last = self.out / "last.pt"
+        if not last.exists():
+            return (f"No checkpoint was saved ({last} does not exist; the first is written at step "
+                    f"{min(self.cfg.train.checkpoint_every, self.cfg.train.steps)})")
+        try:
+            from unet.checkpoint import read_checkpoint
+
+            saved = int(read_checkpoint(last)["step"])
+        except (UserError, KeyError):
+            return f"{last} is not a usable checkpoint"
+        return f"The last good checkpoint is {last} (step {saved})"
 
     # ---------------------------------------------------------- validation
     def validate(self, model) -> dict:
