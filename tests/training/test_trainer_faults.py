@@ -83,3 +83,48 @@ def test_nan_training_image_is_refused_at_load_naming_the_file(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"unet train: error: {bad}: 2 of 9216 pixels are NaN or infinite (replace them, e.g. by the "
                    "image's median, or leave the image out)"]
+
+
+def _log_steps(path):
+    import csv
+
+    with open(path, newline="") as fh:
+        return [dict(r) for r in csv.DictReader(fh)]
+
+
+def test_log_rows_are_appended_not_the_file_rewritten(tmp_path, monkeypatch):
+    import unet.io
+
+    cfg = config(sample_folder(tmp_path / "d"), **{"train.steps": 6, "train.checkpoint_every": 3,
+                                                   "train.val_every": 3, "optim.lr": 0.01, "optim.name": "adam"})
+    real, rewrites = unet.io.atomic_path, []
+
+    def spy(path, **kw):
+        if str(path).endswith("log.csv"):
+            rewrites.append(str(path))
+        return real(path, **kw)
+
+    monkeypatch.setattr(unet.io, "atomic_path", spy)
+    Trainer(cfg, tmp_path / "run", quiet=True).fit()
+    rows = _log_steps(tmp_path / "run" / "log.csv")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(r["val_iou"] for r in rows if int(r["step"]) in (3, 6))
+    assert len(rewrites) == 1  # created once; the six rows were appended
+
+
+def test_resumed_log_neither_duplicates_nor_loses_rows(tmp_path):
+    extra = {"train.steps": 8, "train.checkpoint_every": 3, "train.val_every": 4, "optim.lr": 0.01,
+             "optim.name": "adam"}
+    cfg = config(sample_folder(tmp_path / "d"), **extra)
+    log = tmp_path / "run" / "log.csv"
+    # killed after 5 steps, in the middle of writing row 6: the checkpoint is step 3
+    Trainer(cfg, tmp_path / "run", quiet=True, stop_after=5).fit()
+    before = _log_steps(log)
+    assert [int(r["step"]) for r in before] == [1, 2, 3, 4, 5]
+    with open(log, "a") as fh:
+        fh.write("6,0.69")  # a row cut short by the kill
+    Trainer(cfg, tmp_path / "run", quiet=True, resume=True).fit()
+    after = _log_steps(log)
+    assert [int(r["step"]) for r in after] == list(range(1, 9))  # 4, 5 redone once, 6 not half kept
+    assert after[:3] == before[:3]  # the rows the checkpoint covers are kept as they were
+    assert all(r["val_iou"] for r in after if int(r["step"]) in (4, 8))
