@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -48,13 +49,17 @@ def remove_stale_parts(path) -> list[Path]:
 
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
+    # exactly the names mkstemp/mkdtemp give: 8 characters of [a-z0-9_], after "PID-" (older unet: without)
+    own = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)-)?[a-z0-9_]{{8}}{re.escape(PART_MARK)}"
+                     rf"(?:{re.escape(''.join(path.suffixes[-1:]))})?")
     removed = []
     try:
         candidates = list(parent.glob(f".{glob.escape(path.name)}.*{PART_MARK}*"))
     except OSError:
         return removed
     for part in candidates:
-        if _writer_alive(part.name[len(path.name) + 2:]):
+        match = own.fullmatch(part.name)
+        if match is None or _writer_alive(match.group(1)):
             continue
         try:
             shutil.rmtree(part) if part.is_dir() else part.unlink()
@@ -65,10 +70,9 @@ def remove_stale_parts(path) -> list[Path]:
     return removed
 
 
-def _writer_alive(rest: str) -> bool:
-    pid = rest.split("-", 1)[0]
-    if not pid.isdigit() or "-" not in rest:
-        return False  # older name without a process id
+def _writer_alive(pid: str | None) -> bool:
+    if pid is None:
+        return False  # older name without a process id: its writer is long gone
     pid = int(pid)
     if pid == os.getpid():
         return True  # this process: another writer in it (a thread) may be using it

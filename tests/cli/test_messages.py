@@ -124,3 +124,11 @@ def test_demo_continues_an_interrupted_run_as_it_suggests(tmp_path, capsys):
     assert (out / "metrics.json").exists()
     steps = [int(line.split(",")[0]) for line in (out / "log.csv").read_text().splitlines()[1:]]
     assert steps == [1, 2]  # continued from step 1, not started over
+
+
+def test_several_inputs_into_a_file_name_still_ask_for_a_folder(job, tmp_path, capsys):
+    ckpt, image = job
+    other = tmp_path / "img2.tif"
+    other.write_bytes(image.read_bytes())
+    assert main(["predict", str(image), str(other), "-c", str(ckpt), "-o", str(tmp_path / "x.tif"), "-q"]) == 2
+    assert "2 inputs need an output folder" in error_line(capsys, "predict")

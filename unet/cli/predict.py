@@ -72,11 +72,11 @@ def output_paths(inputs: list[Path], out: str, output: str, fmt: str) -> list[Pa
     out_path = Path(out)
     if len(inputs) == 1 and out_path.suffix.lower() in OUTPUT_SUFFIXES:
         return [out_path]
+    if out_path.suffix.lower() in OUTPUT_SUFFIXES and not out_path.is_dir():
+        raise UserError(f"{out_path}: {len(inputs)} inputs need an output folder, not a file name")
     if out_path.suffix and not out_path.is_dir():  # x.jpg is a mistyped file, not a folder to create
         raise UserError(f"{out_path}: unsupported output type {out_path.suffix!r} (use {', '.join(OUTPUT_SUFFIXES)}; "
                         "or a folder: a name without extension, or an existing folder)")
-    if out_path.suffix.lower() in OUTPUT_SUFFIXES and not out_path.is_dir():
-        raise UserError(f"{out_path}: {len(inputs)} inputs need an output folder, not a file name")
     paths = [out_path / f"{p.name.split('.')[0]}_{output}.{fmt}" for p in inputs]
     dup = {p for p in paths if paths.count(p) > 1}
     if dup:
@@ -86,7 +86,6 @@ def output_paths(inputs: list[Path], out: str, output: str, fmt: str) -> list[Pa
 
 def run(args) -> int:
     import sys
-
 
     from unet.checkpoint import load_checkpoint
     from unet.errors import UserError

@@ -357,7 +357,7 @@ class Trainer:
                 # all ranks learn of a divergence on any, before the gradient all-reduce that would wait for it
                 codes = agree(info, GO if torch.isfinite(loss) else DIVERGED, self.device)
                 if any(codes):
-                    self._stop(codes, step, loss)
+                    self._stop(codes, step + 1, loss)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -407,18 +407,18 @@ class Trainer:
         return metrics
 
     def _stop(self, codes: list[int], step: int, loss):
-        """Stop this rank after an agreement showed that some rank stops (see unet.training.distributed)."""
+        """Stop this rank at ``step`` after an agreement showed that some rank stops (unet.training.distributed)."""
         diverged = [r for r, c in enumerate(codes) if c == DIVERGED]
         where = f" on rank {', '.join(map(str, diverged))}" if self.info.enabled else ""
         if diverged:
             value = loss.item() if loss is not None and not torch.isfinite(loss) else "NaN or infinite"
-            raise TrainingDiverged(f"loss became {value} at step {step + 1}{where}; stopped without saving. "
-                                   f"{self._last_good(step)} (lower optim.lr, or check the data).")
+            raise TrainingDiverged(f"loss became {value} at step {step}{where}; stopped without saving. "
+                                   f"{self._last_good()} (lower optim.lr, or check the data).")
         failed = [r for r, c in enumerate(codes) if c == FAILED]
-        raise TrainingStopped(f"rank {', '.join(map(str, failed))} stopped with an error at step {step + 1} "
+        raise TrainingStopped(f"rank {', '.join(map(str, failed))} stopped with an error at step {step} "
                               f"(see its message); rank {self.info.rank} stopped with it")
 
-    def _last_good(self, step: int) -> str:
+    def _last_good(self) -> str:
         """Where a diverged run can restart from: the checkpoint that exists, or none (say so)."""
         last = self.out / "last.pt"
         if not last.exists():
