@@ -15,7 +15,9 @@ clear error, and nothing in it runs.
 
 from __future__ import annotations
 
+import io
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -60,8 +62,10 @@ def save_checkpoint(model, path, *, overwrite: bool = True, extra: dict | None =
     }
     if extra:
         payload.update(extra)
+    buffer = io.BytesIO()  # serialised first, so that a full disk is an OSError of a plain write, not a torch error
+    torch.save(payload, buffer)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return Path(path)
 
 
@@ -70,6 +74,9 @@ def read_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "checkpoint not found")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not a checkpoint
+        raise InputFileError(path, "not a checkpoint: not a file written by torch.save (corrupt, truncated or "
+                                   "another format)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -97,6 +104,22 @@ def check_finite_weights(state_dict: dict, path) -> None:
                                    "(a diverged training?)")
 
 
+def build_model(payload: dict, path) -> torch.nn.Module:
+    """The (untrained) model a checkpoint describes; an unknown name or argument names the file."""
+    from unet.models import create_model, list_models
+
+    name, kwargs = payload.get("model"), payload.get("model_kwargs", {})
+    if name not in list_models():
+        raise InputFileError(path, f"checkpoint names an unknown model {name!r} (this unet has "
+                                   f"{', '.join(list_models())}); it was written by another program or version")
+    if not isinstance(kwargs, dict):
+        raise InputFileError(path, f"model arguments must be a mapping, got {type(kwargs).__name__}")
+    try:
+        return create_model(name, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise InputFileError(path, f"model arguments {kwargs} do not fit model {name!r} ({err})") from err
+
+
 def load_checkpoint(path, *, map_location="cpu", with_metadata: bool = False):
     """Rebuild the model saved in ``path`` and load its weights.
 
@@ -107,11 +130,9 @@ def load_checkpoint(path, *, map_location="cpu", with_metadata: bool = False):
     metadata : dict
         Only if ``with_metadata=True``.
     """
-    from unet.models import create_model
-
     payload = read_checkpoint(path)
     check_finite_weights(payload["state_dict"], path)
-    model = create_model(payload["model"], **payload["model_kwargs"])
+    model = build_model(payload, path)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:

@@ -9,20 +9,88 @@ existing result is never replaced unless ``overwrite=True``.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from unet.errors import InputFileError, UserError
+from unet.errors import InputFileError, OutputFileError, UserError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".bmp")
+
+
+#: temporary names: ``.NAME.PID-RANDOM.part.SUFFIX`` beside the target (PID: the writing process)
+PART_MARK = ".part"
+
+
+def part_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}-"
+
+
+def remove_stale_parts(path) -> list[Path]:
+    """Remove temporary files of ``path`` left by a process that was killed (SIGKILL, power loss).
+
+    A temporary name carries the writer's process id; one whose process no
+    longer runs (or from an older unet, without an id) is stale.  A part file of a
+    running process (another writer of the same target) is kept.  Each removal is
+    reported in one line (:func:`unet.errors.warn`).
+
+    Returns
+    -------
+    list of Path
+        The removed files or folders.
+    """
+    import shutil
+
+    from unet.errors import warn
+
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    # exactly the names mkstemp/mkdtemp give: 8 characters of [a-z0-9_], after "PID-" (older unet: without)
+    own = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)-)?[a-z0-9_]{{8}}{re.escape(PART_MARK)}"
+                     rf"(?:{re.escape(''.join(path.suffixes[-1:]))})?")
+    removed = []
+    try:
+        candidates = list(parent.glob(f".{glob.escape(path.name)}.*{PART_MARK}*"))
+    except OSError:
+        return removed
+    for part in candidates:
+        match = own.fullmatch(part.name)
+        if match is None or _writer_alive(match.group(1)):
+            continue
+        try:
+            shutil.rmtree(part) if part.is_dir() else part.unlink()
+        except OSError:
+            continue
+        removed.append(part)
+        warn(f"{part}: removed a partial output left by an interrupted run")
+    return removed
+
+
+def _writer_alive(pid: str | None) -> bool:
+    if pid is None:
+        return False  # older name without a process id: its writer is long gone
+    pid = int(pid)
+    if pid == os.getpid():
+        return True  # this process: another writer in it (a thread) may be using it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 @contextlib.contextmanager
 def atomic_path(path, *, overwrite: bool = False):
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
+
+    Partial files of ``path`` left by a killed run are removed first
+    (:func:`remove_stale_parts`).
 
     Parameters
     ----------
@@ -31,16 +99,25 @@ def atomic_path(path, *, overwrite: bool = False):
     overwrite : bool, optional
         Replace an existing file.  Without it, an existing ``path`` raises
         :class:`UserError` before anything is written.
+
+    Raises
+    ------
+    OutputFileError
+        ``path`` is a folder, or the file cannot be written (no permission, disk full).
     """
     path = Path(path)
+    if path.is_dir():
+        raise OutputFileError(path, "is a folder; give a file name")
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists (pass --overwrite / overwrite=True to replace it)")
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + "".join(path.suffixes[-1:]), dir=parent)
+        remove_stale_parts(path)
+        fd, tmp = tempfile.mkstemp(prefix=part_prefix(path), suffix=PART_MARK + "".join(path.suffixes[-1:]),
+                                   dir=parent)
     except OSError as err:
-        raise UserError(f"{path}: cannot write here ({err.strerror or err})") from err
+        raise OutputFileError(path, f"cannot write here ({err.strerror or err})") from err
     os.close(fd)
     tmp = Path(tmp)
     # mkstemp creates 0600; give the result the permissions a plain open() would
@@ -50,6 +127,10 @@ def atomic_path(path, *, overwrite: bool = False):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OutputFileError:
+        raise
+    except OSError as err:  # a full disk, a quota: name the output, not the temporary file
+        raise OutputFileError(path, f"cannot write ({err.strerror or err})") from err
     finally:
         if tmp.exists():
             tmp.unlink()

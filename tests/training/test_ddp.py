@@ -55,3 +55,112 @@ def test_step_sampler_partitions_each_global_batch():
     assert not set(seen[0]) & set(seen[1])
     # one process resumes at the same position as it would have reached
     assert list(_StepSampler(2, 4, 3, DistInfo()))[:3] == [6, 7, 8]
+
+
+# --------------------------------------------------------------------------- stopping together
+# Two gloo processes train the real Trainer; one rank diverges or fails.  Every wait is bounded (the process
+# group's timeout, the join below), so a regression fails the test instead of hanging it.
+
+import json  # noqa: E402
+import multiprocessing  # noqa: E402
+import os  # noqa: E402
+import pathlib  # noqa: E402
+from datetime import timedelta  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import skimage.io  # noqa: E402
+
+SAMPLE = pathlib.Path(unet.__file__).parent / "sample_data" / "isbi2012" / "train"
+
+
+def _sample_folder(root):
+    for sub, src in (("images", "images"), ("masks", "labels")):
+        (root / sub).mkdir(parents=True)
+        for i in range(4):
+            arr = skimage.io.imread(SAMPLE / src / f"{i}.png")[100:196, 200:296]
+            skimage.io.imsave(root / sub / f"s{i}.png", np.ascontiguousarray(arr), check_contrast=False)
+    return root
+
+
+def _trainer_worker(rank, world, store, data, out, fault, report):
+    import unet.training.trainer as T
+    from unet.errors import UserError
+    from unet.training.config import load_config
+
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=20))
+    cfg = load_config(None, extra={
+        "data.dataset": "folder", "data.root": str(data), "data.train": "0:2", "data.val": "2:4",
+        "model.unet.base_channels": 2, "model.unet.depth": 2, "train.tile_size": 60, "train.num_workers": 0,
+        "train.threads": 1, "train.log_every": 1, "train.steps": 6, "train.checkpoint_every": 2,
+        "train.val_every": 2, "eval.overlays": 0, "optim.name": "adam", "optim.lr": 0.01})
+    kind, on_rank, at_step = fault
+    if rank == on_rank and kind in ("nan", "interrupt"):
+        real, calls = T.get_loss, {"n": 0}
+
+        def poisoned(name):
+            fn = real(name)
+
+            def loss(*a, **k):
+                calls["n"] += 1
+                if calls["n"] == at_step and kind == "interrupt":
+                    raise KeyboardInterrupt  # SIGTERM is unwound as this by the command line
+                value = fn(*a, **k)
+                return value * float("nan") if calls["n"] == at_step else value
+            return loss
+
+        T.get_loss = poisoned
+    if rank == on_rank and kind == "validation error":
+        def broken(self, model):
+            raise UserError("validation image unreadable (injected)")
+
+        T.Trainer.validate = broken
+    try:
+        T.Trainer(cfg, out, quiet=True).fit()
+        result = {"type": None, "message": ""}
+    except BaseException as err:  # noqa: BLE001 - the outcome is what the test checks
+        result = {"type": type(err).__name__, "message": str(err)}
+    pathlib.Path(report.format(rank=rank)).write_text(json.dumps(result))
+
+
+def _run_two_ranks(tmp_path, fault, timeout=150):
+    data = _sample_folder(tmp_path / "data")
+    report = str(tmp_path / "rank{rank}.json")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_trainer_worker, args=(r, 2, str(tmp_path / "store"), data, tmp_path / "run",
+                                                       fault, report)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    hung = [r for r, p in enumerate(procs) if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+    assert not hung, f"rank(s) {hung} still blocked after {timeout} s"
+    return [json.loads(pathlib.Path(report.format(rank=r)).read_text()) for r in range(2)]
+
+
+@pytest.mark.slow
+def test_divergence_on_one_rank_stops_every_rank(tmp_path):
+    results = _run_two_ranks(tmp_path, ("nan", 1, 3))
+    for r in results:
+        assert r["type"] == "TrainingDiverged", results
+        assert "at step 3 on rank 1" in r["message"], results
+    assert "loss became nan" in results[1]["message"]
+    assert "(step 2)" in results[0]["message"]  # the checkpoint of step 2 is the last good one
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault, failing, words", [(("validation error", 0, 2), 0, "(injected)"),
+                                                   (("interrupt", 1, 3), 1, "")])
+def test_a_rank_that_fails_takes_the_others_with_it(tmp_path, fault, failing, words):
+    results = _run_two_ranks(tmp_path, fault)
+    other = 1 - failing
+    assert results[failing]["type"] in ("UserError", "KeyboardInterrupt") and words in results[failing]["message"]
+    assert results[other]["type"] == "TrainingStopped", results
+    assert f"rank {failing} stopped with an error" in results[other]["message"]

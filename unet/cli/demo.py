@@ -16,6 +16,7 @@ def register(sub):
     p = sub.add_parser("demo", help="train, predict and evaluate on the built-in ISBI 2012 sample (a few minutes)")
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in --out")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo run in --out")
     from unet.cli.train import add_run_options
 
     add_run_options(p)
@@ -38,6 +39,8 @@ def run(args) -> int:
     from unet.training.trainer import Trainer
 
     out = Path(args.out)
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
     if (out / "metrics.json").exists() and not args.overwrite:
         raise UserError(f"{out}: holds a finished demo run; pass --overwrite to run it again, or --out elsewhere")
     t0 = time.time()
@@ -45,7 +48,7 @@ def run(args) -> int:
     arch = (f"U-Net (width {cfg.model.unet.base_channels}, depth {cfg.model.unet.depth})" if cfg.model.name == "unet"
             else f"{cfg.model.name.upper()} (width {cfg.model.fcn.base_channels})")
     print(f"[1/3] training a {arch} for {cfg.train.steps} steps on ISBI 2012 slices {cfg.data.train} -> {out}")
-    trainer = Trainer(cfg, out, overwrite=args.overwrite, quiet=args.quiet)
+    trainer = Trainer(cfg, out, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
     trainer.fit()
     t_train = time.time() - t0
 

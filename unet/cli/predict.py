@@ -76,6 +76,9 @@ def output_paths(inputs: list[Path], out: str, output: str, fmt: str) -> list[Pa
         return [out_path]
     if out_path.suffix.lower() in OUTPUT_SUFFIXES and not out_path.is_dir():
         raise UserError(f"{out_path}: {len(inputs)} inputs need an output folder, not a file name")
+    if out_path.suffix and not out_path.is_dir():  # x.jpg is a mistyped file, not a folder to create
+        raise UserError(f"{out_path}: unsupported output type {out_path.suffix!r} (use {', '.join(OUTPUT_SUFFIXES)}; "
+                        "or a folder: a name without extension, or an existing folder)")
     paths = [out_path / f"{p.name.split('.')[0]}_{output}.{fmt}" for p in inputs]
     dup = {p for p in paths if paths.count(p) > 1}
     if dup:
@@ -86,8 +89,6 @@ def output_paths(inputs: list[Path], out: str, output: str, fmt: str) -> list[Pa
 def run(args) -> int:
     import sys
     import warnings
-
-    import torch
 
     from unet.checkpoint import load_checkpoint
     from unet.errors import UserError
@@ -109,7 +110,9 @@ def run(args) -> int:
     if args.memory_limit is not None:
         parse_memory(args.memory_limit)
     set_threads_for_cli()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from unet.training.trainer import pick_device
+
+    device = pick_device(args.device or "auto")
     model, meta = load_checkpoint(args.checkpoint, map_location=device, with_metadata=True)
     if args.tile_size is not None:
         try:

@@ -352,6 +352,7 @@ def load_sample(pair: ImagePair, *, normalize=DEFAULT_NORMALIZE, mask_kind: str 
         unexpected label values.
     """
     raw = _read_page(Path(pair.image), pair.index)
+    check_pixels(raw, pair.image)
     image = _as_chw(raw, pair.image)
     if image.dtype.kind not in "uif" and image.dtype != bool:
         raise InputFileError(pair.image, f"unsupported image dtype {image.dtype}")
@@ -365,4 +366,23 @@ def load_sample(pair: ImagePair, *, normalize=DEFAULT_NORMALIZE, mask_kind: str 
                                  f"{image.shape[1:]} ({pair.image})")
         labels = labels_from_mask(mask, kind=mask_kind, path=pair.mask)
     return Sample(image=image, labels=labels, name=pair.name, partial=pair.partial)
+
+
+def check_pixels(image: np.ndarray, path) -> None:
+    """Refuse NaN or infinite pixels (one makes the loss NaN); warn about a constant image (nothing to learn).
+
+    Raises
+    ------
+    InputFileError
+        Naming ``path`` and the number of non-finite pixels.
+    """
+    if image.dtype.kind in "fc":
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        if bad:
+            raise InputFileError(path, f"{bad} of {image.size} pixels are NaN or infinite (replace them, e.g. "
+                                       "by the image's median, or leave the image out)")
+    if image.size and image.dtype.kind in "uifb" and image.min() == image.max():
+        from unet.errors import warn
+
+        warn(f"{path}: the image is constant (every pixel is {float(image.flat[0]):g}): it carries no information")
 

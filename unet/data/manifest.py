@@ -258,8 +258,12 @@ def check(name, root) -> tuple[list[str], list[str]]:
             present[found] = h
     bad = [path for path, h in present.items() if sha256_of(path) != h]
     if known:
-        report.append(f"known SHA-256: {len(present) - len(bad)}/{len(present)} present files match "
-                      f"({len(known) - len(present)} of {len(known)} known files not in this copy)")
+        line = (f"known SHA-256: {len(present) - len(bad)}/{len(present)} present files match "
+                f"({len(known) - len(present)} of {len(known)} known files not in this copy)")
+        if bad:  # named here too, so that the count is never read without the files
+            names = [str(p.relative_to(base)) if p.is_relative_to(base) else str(p) for p in bad]
+            line += f"; differ: {', '.join(names[:10])}" + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        report.append(line)
     for path in bad:
         problems.append(f"{path}: SHA-256 differs from the manifest's (file changed or corrupt)")
     return report, problems

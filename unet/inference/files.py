@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from unet.errors import InputFileError, UserError
+from unet.errors import InputFileError, OutputFileError, UserError
 from unet.inference.labels import StripLabeller
 from unet.inference.tiling import (
     ImageSource,
@@ -206,18 +206,23 @@ def _output_path_kind(path: Path) -> str:
 @contextmanager
 def _atomic_dir(path: Path, *, overwrite: bool):
     """Like :func:`unet.io.atomic_path` for a folder (a zarr store)."""
+    from unet.io import PART_MARK, part_prefix, remove_stale_parts
+
     if path.exists() and not overwrite:
         raise UserError(f"{path}: already exists (pass --overwrite / overwrite=True to replace it)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+        remove_stale_parts(path)
+        tmp = Path(tempfile.mkdtemp(prefix=part_prefix(path), suffix=PART_MARK, dir=path.parent))
     except OSError as err:
-        raise UserError(f"{path}: cannot write here ({err.strerror or err})") from err
+        raise OutputFileError(path, f"cannot write here ({err.strerror or err})") from err
     try:
         yield tmp
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         os.replace(tmp, path)
+    except OSError as err:
+        raise OutputFileError(path, f"cannot write ({err.strerror or err})") from err
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -405,7 +410,11 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
     if dtype not in PROB_DTYPES:
         raise UserError(f"dtype must be one of {', '.join(PROB_DTYPES)}, got {dtype!r}")
     check_options(threshold=threshold, min_size=min_size)
-    _output_path_kind(output_path)
+    if _output_path_kind(output_path) == ".png":  # checked now, not after the whole prediction
+        kind = {"prob": f"probabilities of dtype {dtype}", "labels": "instance labels (uint32)"}.get(output)
+        if kind and not (output == "prob" and dtype == "uint8"):
+            raise UserError(f"{output_path}: PNG holds 8- or 16-bit integers, not {kind}; use .tif, .zarr or .npy"
+                            + (", or --dtype uint8" if output == "prob" else ""))
     if output_path.exists() and not overwrite:
         raise UserError(f"{output_path}: already exists (pass --overwrite / overwrite=True to replace it)")
     if output_path.resolve() == input_path.resolve():
@@ -464,13 +473,14 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
             else:
                 _write_labels(output_path, probs, source.num_planes, shape, threshold=threshold,
                               min_size=min_size, overwrite=overwrite)
-    except (UserError, KeyboardInterrupt):
-        raise
-    except (OSError, ValueError, RuntimeError) as err:
-        raise InputFileError(input_path, f"prediction failed ({type(err).__name__}: {err})") from err
     finally:
         if bar is not None:
             bar.close()
+    if source.seen_range is not None and source.seen_range[0] == source.seen_range[1]:
+        from unet.errors import warn
+
+        warn(f"{input_path}: the image is constant (every pixel is {source.seen_range[0]:g}): "
+             "the prediction carries no information")
     return output_path
 
 

@@ -376,6 +376,8 @@ class ImageSource:
         # file-backed arrays (zarr, TIFF stores) decode whole chunks: read each band of rows once
         self.cache_bands = not isinstance(array, np.ndarray)
         self._band = None  # (plane, y0, y1, x0, x1, normalised pixels)
+        #: smallest and largest raw value read so far (a constant image predicts nothing; the caller warns)
+        self.seen_range: tuple[float, float] | None = None
 
     @property
     def plane_shape(self) -> tuple[int, int]:
@@ -427,7 +429,16 @@ class ImageSource:
                 index.append(plane)
                 continue
             kept.append(a)
-        box = np.asarray(self.array[tuple(index)])
+        try:
+            box = np.asarray(self.array[tuple(index)])
+        except Exception as err:  # decoders of compressed files fail on first read of a bad tile, with many types
+            from unet.errors import InputFileError
+
+            raise InputFileError(self.name, f"cannot read image data ({type(err).__name__}: {err})") from err
+        if box.size:
+            lo, hi = float(box.min()), float(box.max())
+            seen = self.seen_range
+            self.seen_range = (lo, hi) if seen is None else (min(seen[0], lo), max(seen[1], hi))
         if "C" in kept:
             return np.moveaxis(box, kept.index("C"), 0)
         return box[None]

@@ -315,7 +315,12 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.steps=1000")
         key, raw = item.split("=", 1)
-        out.append((key.strip(), load_yaml(raw) if raw.strip() else None))
+        try:
+            value = load_yaml(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({problem})") from None
+        out.append((key.strip(), value))
     return out
 
 
@@ -342,6 +347,9 @@ def load_config(path=None, *, overrides: list[str] | None = None, extra: dict | 
             tree = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: invalid YAML ({err})") from err
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: a config is a mapping of sections (data:, model:, train:, ...), "
+                              f"this file holds a {type(tree).__name__}")
         tree.setdefault("base_dir", str(path.resolve().parent))
     for key, value in (extra or {}).items():
         _set(tree, key, value, source)

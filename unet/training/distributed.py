@@ -5,12 +5,20 @@ LOCAL_RANK; every process then trains on its own share of each global batch
 and DDP averages the gradients, so N processes with batch B give the same
 update as one process with batch N*B.  CPU runs use the gloo backend, GPUs
 NCCL.  Only rank 0 validates, logs and writes checkpoints.
+
+Stopping together: a rank that stops (a NaN loss, an error, SIGTERM) while the
+others wait in a collective would leave them blocked for good.  Every step the
+ranks therefore agree (:func:`agree`) on whether any of them stops, before the
+gradient all-reduce and at each checkpoint; a rank that fails elsewhere
+announces it (:func:`announce_stop`) at the next agreement, so every rank stops
+with a message saying which rank stopped and why.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -51,6 +59,37 @@ def wrap_model(model: torch.nn.Module, info: DistInfo, device: torch.device) -> 
     return DDP(model, device_ids=ids)
 
 
+#: a rank's reason to stop, as agreed between ranks (0: carry on)
+GO, DIVERGED, FAILED = 0, 1, 2
+#: how long a stopping rank waits for the others to hear it: a peer that died must not hang it
+STOP_TIMEOUT = timedelta(seconds=60)
+
+
+def agree(info: DistInfo, code: int = GO, device=None) -> list[int]:
+    """Every rank's stop code, the same list on all ranks (``[code]`` without DDP).
+
+    A collective: every rank calls it at the same points of the loop.
+    """
+    if not info.enabled:
+        return [code]
+    codes = torch.zeros(info.world_size, dtype=torch.int32, device=device)
+    codes[info.rank] = code
+    dist.all_reduce(codes)
+    return [int(c) for c in codes.tolist()]
+
+
+def announce_stop(info: DistInfo, device=None, *, timeout: timedelta = STOP_TIMEOUT) -> None:
+    """Tell the other ranks, at their next :func:`agree`, that this one fails; bounded by ``timeout``."""
+    if not (info.enabled and dist.is_initialized()):
+        return
+    codes = torch.zeros(info.world_size, dtype=torch.int32, device=device)
+    codes[info.rank] = FAILED
+    try:
+        dist.all_reduce(codes, async_op=True).wait(timeout)
+    except RuntimeError:  # the others are gone or stuck elsewhere: nothing more to tell them
+        pass
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
@@ -66,3 +105,17 @@ def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def leave(info: DistInfo, *, timeout: timedelta = STOP_TIMEOUT) -> None:
+    """:func:`shutdown` after a stop: the wait for the others is bounded (gloo), so a dead peer cannot hang us."""
+    if not (info.enabled and dist.is_initialized()):
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timeout, wait_all_ranks=True)
+        else:
+            dist.barrier()
+    except RuntimeError:
+        pass
+    dist.destroy_process_group()

@@ -33,12 +33,31 @@ import torch
 from unet.errors import UserError
 from unet.data.selection import config_pairs, select_pairs  # noqa: F401  (their home: unet.data.selection)
 from unet.training.config import Config, save_config
-from unet.training.distributed import DistInfo, barrier, init_distributed, shutdown, wrap_model
+from unet.training.distributed import (
+    DIVERGED,
+    FAILED,
+    GO,
+    DistInfo,
+    agree,
+    announce_stop,
+    init_distributed,
+    leave,
+    shutdown,
+    wrap_model,
+)
 from unet.training.loss import IGNORE_INDEX, get_loss
 
 
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite."""
+class _AgreedStop(UserError):
+    """Every rank stops, as they agreed (nothing more to announce to the others)."""
+
+
+class TrainingDiverged(_AgreedStop):
+    """The loss became NaN or infinite (on any rank: every rank stops)."""
+
+
+class TrainingStopped(_AgreedStop):
+    """Another rank of a distributed run failed; this one stopped with it instead of waiting for it."""
 
 
 def pick_device(name: str) -> torch.device:
@@ -48,11 +67,19 @@ def pick_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is available")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError("--device mps: MPS is not available")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: unknown device (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA GPU is available (this torch is a CPU build or has no GPU)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: there are {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"--device {name}: MPS is not available")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name}: unsupported device (use auto, cpu, cuda, cuda:N or mps)")
+    return device
 
 
 def make_scheduler(optimizer, cfg: Config):
@@ -139,6 +166,8 @@ class Trainer:
         self.quiet = quiet
         self.stop_after = stop_after
         last = self.out / "last.pt"
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"{self.out}: is a file; the run folder (--out) must be a folder")
         if last.exists() and not (resume or overwrite):
             raise UserError(f"{self.out}: already holds a training run (last.pt); pass --resume to continue it "
                             "or --overwrite to start over")
@@ -293,10 +322,12 @@ class Trainer:
         t_data = t_step = 0.0
         ran = 0
         model.train()
+        stopped = False
         try:
             while step < cfg.train.steps:
                 if self.stop_after is not None and ran >= self.stop_after:
-                    return {"stopped_at": step}
+                    metrics, stopped = {"stopped_at": step}, True
+                    break
                 t0 = time.perf_counter()
                 batch = next(batches)
                 t1 = time.perf_counter()
@@ -308,10 +339,10 @@ class Trainer:
                 with torch.autocast(self.device.type, dtype=amp_dtype or torch.bfloat16, enabled=use_amp):
                     logits = ddp_model(x)
                 loss = loss_fn(logits, y, w)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss.item()} at step {step + 1}; stopped without saving. The last good "
-                        f"checkpoint is {self.out / 'last.pt'} (lower optim.lr, or check the data).")
+                # all ranks learn of a divergence on any, before the gradient all-reduce that would wait for it
+                codes = agree(info, GO if torch.isfinite(loss) else DIVERGED, self.device)
+                if any(codes):
+                    self._stop(codes, step + 1, loss)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -345,11 +376,19 @@ class Trainer:
                 if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
                     if info.is_main:
                         self._save(model, optimizer, scheduler, step, best, self.out / "last.pt", metrics)
-                    barrier(info)
+                    codes = agree(info, GO, self.device)  # also the barrier: the others wait for the save
+                    if any(codes):
+                        self._stop(codes, step, None)
+        except BaseException as err:
+            if info.enabled:
+                if not isinstance(err, _AgreedStop):
+                    announce_stop(info, self.device)  # the others hear it at their next agreement
+                leave(info)
+            raise
         finally:
             bar.close()
             self._close_logs()
-        if info.is_main:
+        if info.is_main and not stopped:
             self._finish(model, metrics)
         shutdown(info)
         return metrics
@@ -374,6 +413,32 @@ class Trainer:
         if seen and self.info.is_main and not self.quiet:
             print(f"batch-norm statistics re-estimated over {seen} training tiles (train.bn_recalibration_tiles)")
         return seen
+
+    def _stop(self, codes: list[int], step: int, loss):
+        """Stop this rank at ``step`` after an agreement showed that some rank stops (unet.training.distributed)."""
+        diverged = [r for r, c in enumerate(codes) if c == DIVERGED]
+        where = f" on rank {', '.join(map(str, diverged))}" if self.info.enabled else ""
+        if diverged:
+            value = loss.item() if loss is not None and not torch.isfinite(loss) else "NaN or infinite"
+            raise TrainingDiverged(f"loss became {value} at step {step}{where}; stopped without saving. "
+                                   f"{self._last_good()} (lower optim.lr, or check the data).")
+        failed = [r for r, c in enumerate(codes) if c == FAILED]
+        raise TrainingStopped(f"rank {', '.join(map(str, failed))} stopped with an error at step {step} "
+                              f"(see its message); rank {self.info.rank} stopped with it")
+
+    def _last_good(self) -> str:
+        """Where a diverged run can restart from: the checkpoint that exists, or none (say so)."""
+        last = self.out / "last.pt"
+        if not last.exists():
+            return (f"No checkpoint was saved ({last} does not exist; the first is written at step "
+                    f"{min(self.cfg.train.checkpoint_every, self.cfg.train.steps)})")
+        try:
+            from unet.checkpoint import read_checkpoint
+
+            saved = int(read_checkpoint(last)["step"])
+        except (UserError, KeyError):
+            return f"{last} is not a usable checkpoint"
+        return f"The last good checkpoint is {last} (step {saved})"
 
     # ---------------------------------------------------------- validation
     def validate(self, model) -> dict:
@@ -414,7 +479,16 @@ class Trainer:
         from unet.checkpoint import read_checkpoint
 
         payload = read_checkpoint(self.out / "last.pt")
-        model.load_state_dict(payload["state_dict"])
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError:
+            have = {"name": payload["model"], **payload["model_kwargs"]}
+            want = {"name": self.cfg.model.name, **self.cfg.model_kwargs(in_channels=self.in_channels)}
+            diff = ", ".join(f"{k} {have.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(have) | set(want))
+                             if have.get(k) != want.get(k))
+            raise UserError(f"{self.out / 'last.pt'}: cannot resume: the config asks for another architecture "
+                            f"than the run trained ({diff or 'weights differ'}); resume without changing "
+                            "model.*, or start a new run (--out elsewhere)") from None
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         if torch.cuda.is_available() and payload["rng"]["cuda"]:
@@ -422,13 +496,16 @@ class Trainer:
         return int(payload["step"]), payload.get("best"), payload["rng"]["torch"]
 
     def _open_logs(self, start: int):
+        """Start ``log.csv``: the rows a resumed checkpoint covers are kept (later ones were never part of
+        this run's history), the header fixed; rows are then appended, not the file rewritten per row."""
         path = self.out / "log.csv"
-        rows = []
-        if path.exists() and self.resume:  # drop what was logged after the checkpoint we resume from
-            with open(path, newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= start]
-        self._rows = rows
+        kept = _log_rows(path, up_to=start) if self.resume and path.exists() else []
+        columns = ["step", "loss", "lr", "data_fraction"]
+        if self.val_samples:
+            columns += [f"val_{_monitor_key(m)}" for m in self.cfg.eval.metrics]
         self._csv_path = path
+        self._columns = list(dict.fromkeys(columns + [k for r in kept for k in r]))
+        self._rewrite_log(kept)
         self._tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -437,20 +514,27 @@ class Trainer:
         except ImportError:  # tensorboard is optional at run time
             pass
 
-    def _log(self, step: int, row: dict):
-        if not self.info.is_main:
-            return
-        self._rows.append({"step": step, **row})
-        keys = ["step"] + sorted({k for r in self._rows for k in r} - {"step"})
+    def _rewrite_log(self, rows: list[dict]):
         from unet.io import atomic_path
 
         with atomic_path(self._csv_path, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer = csv.DictWriter(fh, fieldnames=self._columns)
             writer.writeheader()
-            writer.writerows(self._rows)
+            writer.writerows(rows)
+
+    def _log(self, step: int, row: dict):
+        if not self.info.is_main:
+            return
+        row = {"step": step, **row}
+        if set(row) - set(self._columns):  # a metric the header lacks (rare): rewrite once with it
+            self._columns += [k for k in row if k not in self._columns]
+            self._rewrite_log(_log_rows(self._csv_path, up_to=step))
+        with open(self._csv_path, "a", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=self._columns).writerow(row)
         if self._tb is not None:
             for k, v in row.items():
-                self._tb.add_scalar(k, v, step)
+                if k != "step":
+                    self._tb.add_scalar(k, v, step)
 
     def _close_logs(self):
         tb = getattr(self, "_tb", None)
@@ -504,6 +588,16 @@ def _augmentation(cfg: Config):
     return Augmentation(elastic=a.elastic, elastic_grid=a.elastic_grid, elastic_sigma=a.elastic_sigma,
                         flips=a.flips, rot90=a.rot90, rotate=a.rotate, shift=a.shift, gray=a.gray, gray_gamma=a.gray_gamma,
                         gray_contrast=a.gray_contrast, gray_brightness=a.gray_brightness)
+
+
+def _log_rows(path: Path, *, up_to: int) -> list[dict]:
+    """Complete rows of ``log.csv`` up to step ``up_to`` (a line cut short by a kill is dropped)."""
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    rows = csv.DictReader(text.splitlines())
+    return [{k: v for k, v in r.items() if v not in ("", None)} for r in rows
+            if None not in r.values() and int(r["step"]) <= up_to]
 
 
 def _monitor_key(name: str) -> str:
