@@ -16,7 +16,12 @@ def register(sub):
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files (TIFF/BigTIFF, zarr, npy, PNG), folders or glob patterns")
-    p.add_argument("--checkpoint", "-c", required=True, help="model checkpoint (from unet train)")
+    p.add_argument("--checkpoint", "-c", required=True,
+                   help="model: a checkpoint (from unet train), or from unet export an .onnx or TorchScript file "
+                        "or a bioimage.io package (.zip)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
+                   help="run the network with PyTorch or ONNX Runtime (needs unet[export]); same tiles, same "
+                        "result (default: onnxruntime for .onnx files, else torch)")
     p.add_argument("-o", "--out", required=True,
                    help="output file (one input; .tif, .zarr, .png or .npy) or folder (gets STEM_OUTPUT.tif)")
     p.add_argument("--output", choices=["prob", "mask", "labels"], default="prob",
@@ -86,7 +91,6 @@ def run(args) -> int:
 
     import torch
 
-    from unet.checkpoint import load_checkpoint
     from unet.errors import UserError
     from unet.inference.files import predict_file
     from unet.inference.tiling import set_threads_for_cli
@@ -101,10 +105,9 @@ def run(args) -> int:
         raise UserError(f"--tile-size must be positive, got {args.tile_size}")
     set_threads_for_cli()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, meta = load_checkpoint(args.checkpoint, map_location=device, with_metadata=True)
-    from unet.data.normalize import DEFAULT_NORMALIZE
+    from unet.export.runtime import load_model
 
-    normalize = meta.get("normalize") or DEFAULT_NORMALIZE
+    model, normalize = load_model(args.checkpoint, backend=args.backend, device=device)
     for src, dst in zip(inputs, outputs):
         predict_file(model, src, dst, output=args.output, tile_size=args.tile_size, tta=args.tta,
                      overwrite=args.overwrite, threshold=args.threshold, min_size=args.min_size, dtype=args.dtype,
