@@ -99,7 +99,7 @@ def preprocessing(normalize: dict) -> list[dict]:
                     "or none)")
 
 
-def test_tile(net, image: np.ndarray) -> np.ndarray:
+def input_tile(net, image: np.ndarray) -> np.ndarray:
     """A (C, S, S) float32 tile of raw grey values from the centre of ``image`` (C, H, W).
 
     ``S`` is the largest valid input size up to the paper's 572 px tile; an image
@@ -267,7 +267,7 @@ def write_package(net, out, *, metadata: dict, checkpoint_metadata: dict, overwr
     metadata = dict(metadata, onnx_opset=ONNX_OPSET)
     sample = Path(sample) if sample is not None else default_sample()
     image = _read_sample(sample, metadata["in_channels"])
-    tile = test_tile(net, image)
+    tile = input_tile(net, image)
     settings = {k: metadata["normalize"][k] for k in ("mode", "low", "high") if k in metadata["normalize"]}
     normed = normalize(tile, value_range=intensity_range(tile, **settings))
     with torch.inference_mode():
