@@ -108,7 +108,11 @@ def torchscript_bytes(net, metadata: dict) -> bytes:
     import torch
 
     buf = io.BytesIO()
-    torch.jit.save(scripted(net), buf, _extra_files={f"{METADATA_KEY}.json": json.dumps(metadata)})
+    with warnings.catch_warnings():
+        # torch 2.13 deprecates TorchScript for torch.export, but the consumers of these files
+        # (deepImageJ, bioimage.io, C++ libtorch) read TorchScript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(scripted(net), buf, _extra_files={f"{METADATA_KEY}.json": json.dumps(metadata)})
     return buf.getvalue()
 
 

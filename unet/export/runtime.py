@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -114,7 +115,9 @@ def _onnx_model(data: bytes, metadata: dict, name: str, device=None) -> Exported
 def _torchscript_model(data: bytes, metadata: dict, name: str, device=None) -> ExportedModel:
     import torch
 
-    module = torch.jit.load(io.BytesIO(data), map_location=device or "cpu").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript: see unet.export.torchscript_bytes
+        module = torch.jit.load(io.BytesIO(data), map_location=device or "cpu").eval()
     dev = torch.device(device or "cpu")
 
     def run(x):

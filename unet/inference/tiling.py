@@ -448,7 +448,6 @@ class _Runner:
             if self.progress is not None:
                 self.progress.update(len(chunk))
 
-
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities (N, K, h, w) of a float32 batch of input tiles (N, C, H, W): the one step
         that differs between the torch model and an exported model's backend."""
