@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	# CPU build of PyTorch first, so the project's torch requirement is already met
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	# elasticdeform's published wheel is built against NumPy 1.x: compile it against NumPy 2
-	$(BIN)/python -m pip install --quiet --no-binary elasticdeform -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-binary elasticdeform -e ".[test,export]"
 	touch $(STAMP)
 
 install: $(STAMP)

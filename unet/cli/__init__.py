@@ -25,6 +25,7 @@ COMMANDS = [
     "unet.cli.train",
     "unet.cli.predict",
     "unet.cli.evaluate",
+    "unet.cli.export",
     "unet.cli.demo",
     "unet.cli.reproduce",
 ]

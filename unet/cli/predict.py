@@ -16,7 +16,12 @@ def register(sub):
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files (TIFF/BigTIFF, zarr, npy, PNG), folders or glob patterns")
-    p.add_argument("--checkpoint", "-c", required=True, help="model checkpoint (from unet train)")
+    p.add_argument("--checkpoint", "-c", required=True,
+                   help="model: a checkpoint (from unet train), or from unet export an .onnx or TorchScript file "
+                        "or a bioimage.io package (.zip)")
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default=None,
+                   help="run the network with PyTorch or ONNX Runtime (needs unet[export]); same tiles, same "
+                        "result (default: onnxruntime for .onnx files, else torch)")
     p.add_argument("-o", "--out", required=True,
                    help="output file (one input; .tif, .zarr, .png or .npy) or folder (gets STEM_OUTPUT.tif)")
     p.add_argument("--output", choices=["prob", "mask", "labels"], default="prob",
@@ -90,7 +95,6 @@ def run(args) -> int:
     import sys
     import warnings
 
-    from unet.checkpoint import load_checkpoint
     from unet.errors import UserError
     from unet.inference.files import predict_file
     from unet.inference.tiling import TileDependenceWarning, parse_memory, rounded_tile_size, set_threads_for_cli
@@ -113,7 +117,9 @@ def run(args) -> int:
     from unet.training.trainer import pick_device
 
     device = pick_device(args.device or "auto")
-    model, meta = load_checkpoint(args.checkpoint, map_location=device, with_metadata=True)
+    from unet.export.runtime import load_model
+
+    model, normalize = load_model(args.checkpoint, backend=args.backend, device=device)
     if args.tile_size is not None:
         try:
             tile = rounded_tile_size(model, args.tile_size)
@@ -122,9 +128,6 @@ def run(args) -> int:
         if tile[0] != args.tile_size and not args.quiet:
             print(f"note: --tile-size {args.tile_size} rounded down to {tile[0]}, a multiple of 2**depth = "
                   f"{2 ** getattr(model, 'depth', 0)} (the pooling grid)", file=sys.stderr)
-    from unet.data.normalize import DEFAULT_NORMALIZE
-
-    normalize = meta.get("normalize") or DEFAULT_NORMALIZE
     warned = False
     for src, dst in zip(inputs, outputs):
         with warnings.catch_warnings(record=True) as caught:

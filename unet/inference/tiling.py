@@ -111,8 +111,9 @@ def bytes_per_input_pixel(model) -> int:
     """
     import torch.nn as nn
 
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    c0 = convs[0].out_channels if convs else 64
+    # exported models (unet.export.runtime) are no nn.Module; they state their first level's width
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)] if isinstance(model, nn.Module) else []
+    c0 = convs[0].out_channels if convs else getattr(model, "base_channels", 64)
     cin = getattr(model, "in_channels", 1)
     k = getattr(model, "num_classes", 2)
     return 4 * (7 * c0 + 40 + cin + 4 * k)
@@ -486,7 +487,9 @@ class _Runner:
         self.model, self.source, self.grid = model, source, grid
         self.batch_size = max(1, int(batch_size))
         self.tta = tta
-        param = next(model.parameters(), None)
+        # an exported model (unet.export.runtime.ExportedModel: ONNX Runtime, TorchScript) runs a batch itself
+        self.predict_batch = getattr(model, "predict_batch", None)
+        param = next(model.parameters(), None) if self.predict_batch is None else None
         self.device = torch.device(device) if device is not None else (param.device if param is not None else "cpu")
         self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         self.progress = progress
@@ -501,8 +504,6 @@ class _Runner:
 
     def tiles(self, plane: int, origins: list[tuple[int, int]]) -> Iterator[tuple[int, int, np.ndarray]]:
         """Yield ``(ky0, kx0, pred)``: the kept prediction (K, ky, kx) and where it starts in the image."""
-        import torch
-
         g = self.grid
         H, W = g.shape
         if self.source.cache_bands:
@@ -519,15 +520,22 @@ class _Runner:
                 )
                 for ty, tx in chunk
             ])
-            with torch.inference_mode():
-                x = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype)
-                y = _forward(self.model, x, tta=self.tta)[:, :, : g.kept[0], : g.kept[1]]
-                y = y.float().cpu().numpy()
+            y = self.run_batch(batch)[:, :, : g.kept[0], : g.kept[1]]
             for (ty, tx), pred in zip(chunk, y):
                 yield ty - g.kept_offset[0], tx - g.kept_offset[1], pred
             if self.progress is not None:
                 self.progress.update(len(chunk))
 
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, K, h, w) of a float32 batch of input tiles (N, C, H, W): the one step
+        that differs between the torch model and an exported model's backend."""
+        if self.predict_batch is not None:
+            return np.asarray(self.predict_batch(batch, tta=self.tta), dtype=np.float32)
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype)
+            return _forward(self.model, x, tta=self.tta).float().cpu().numpy()
 
     def _prefetch(self, plane, origins, chunk):
         """Read, once, the rows of input that the tile row(s) of ``chunk`` need, across all their columns."""

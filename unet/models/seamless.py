@@ -64,9 +64,13 @@ def tile_dependence(model) -> str | None:
     'per-sample normalisation (InstanceNorm2d, 10 layers): each tile is normalised by its own statistics'
     """
     model = _unwrap(model)
+    if not isinstance(model, nn.Module):  # an exported model (unet.export.runtime) says it in its metadata
+        meta = getattr(model, "metadata", None) or {}
+        if "tile_dependence" in meta:
+            return meta["tile_dependence"] or None
     found: dict[str, int] = {}
     pools: dict[str, int] = {}
-    for m in model.modules():
+    for m in model.modules() if isinstance(model, nn.Module) else ():
         name = type(m).__name__
         if isinstance(m, PER_SAMPLE_NORMS) or (isinstance(m, nn.modules.batchnorm._BatchNorm)
                                                 and not m.track_running_stats):
