@@ -6,20 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.conftest import tiny_overrides
 from unet.checkpoint import read_checkpoint
 from unet.cli import main
 from unet.errors import UserError
-from unet.training.config import load_config
 from unet.training.trainer import Trainer, TrainingDiverged
 
 
-def _cfg(root, **extra):
-    return load_config(None, extra=tiny_overrides(root, **extra))
-
-
-def test_tiny_net_overfits_two_real_crops(tiny_isbi, tmp_path):
-    cfg = _cfg(tiny_isbi, **{"train.steps": 60, "train.val_every": 60, "train.checkpoint_every": 60,
+def test_tiny_net_overfits_two_real_crops(tiny_isbi, tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tiny_isbi, **{"train.steps": 60, "train.val_every": 60, "train.checkpoint_every": 60,
                              "augment.elastic": False, "augment.gray": False, "model.unet.dropout": 0.0,
                              "data.val": "0:2"})
     Trainer(cfg, tmp_path / "run", quiet=True).fit()
@@ -32,15 +26,15 @@ def test_tiny_net_overfits_two_real_crops(tiny_isbi, tmp_path):
     assert list((tmp_path / "run/overlays").glob("*.png"))
 
 
-def test_kill_and_resume_equals_uninterrupted(tiny_isbi, tmp_path):
+def test_kill_and_resume_equals_uninterrupted(tiny_isbi, tiny_cfg, tmp_path):
     extra = {"train.steps": 8, "train.checkpoint_every": 3, "train.val_every": 4, "optim.name": "sgd",
              "optim.lr": 0.01, "optim.schedule": "cosine"}  # dropout, elastic deformation and a schedule
-    full = Trainer(_cfg(tiny_isbi, **extra), tmp_path / "full", quiet=True)
+    full = Trainer(tiny_cfg(tiny_isbi, **extra), tmp_path / "full", quiet=True)
     full.fit()
     # "killed" after 5 steps: the last checkpoint is step 3, steps 4-5 are lost and redone
-    Trainer(_cfg(tiny_isbi, **extra), tmp_path / "cut", quiet=True, stop_after=5).fit()
+    Trainer(tiny_cfg(tiny_isbi, **extra), tmp_path / "cut", quiet=True, stop_after=5).fit()
     assert read_checkpoint(tmp_path / "cut/last.pt")["step"] == 3
-    Trainer(_cfg(tiny_isbi, **extra), tmp_path / "cut", quiet=True, resume=True).fit()
+    Trainer(tiny_cfg(tiny_isbi, **extra), tmp_path / "cut", quiet=True, resume=True).fit()
     a = read_checkpoint(tmp_path / "full/last.pt")
     b = read_checkpoint(tmp_path / "cut/last.pt")
     assert a["step"] == b["step"] == 8
@@ -51,16 +45,16 @@ def test_kill_and_resume_equals_uninterrupted(tiny_isbi, tmp_path):
     assert steps == list(range(1, 9))  # no duplicated rows from the replayed steps
 
 
-def test_existing_run_is_not_overwritten(tiny_isbi, tmp_path):
-    cfg = _cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1})
+def test_existing_run_is_not_overwritten(tiny_isbi, tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1})
     Trainer(cfg, tmp_path / "r", quiet=True).fit()
     with pytest.raises(UserError, match="--resume"):
         Trainer(cfg, tmp_path / "r", quiet=True)
     Trainer(cfg, tmp_path / "r", quiet=True, overwrite=True).fit()
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_isbi, tmp_path, monkeypatch):
-    cfg = _cfg(tiny_isbi, **{"train.steps": 6, "train.checkpoint_every": 2, "train.val_every": 100})
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_isbi, tiny_cfg, tmp_path, monkeypatch):
+    cfg = tiny_cfg(tiny_isbi, **{"train.steps": 6, "train.checkpoint_every": 2, "train.val_every": 100})
     import unet.training.trainer as T
 
     real = T.get_loss("weighted_ce")
@@ -81,8 +75,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_isbi, tmp_path, monk
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
-def test_transfer_learning_init_and_freeze(tiny_isbi, tmp_path):
-    cfg = _cfg(tiny_isbi, **{"train.steps": 2, "train.val_every": 2})
+def test_transfer_learning_init_and_freeze(tiny_isbi, tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tiny_isbi, **{"train.steps": 2, "train.val_every": 2})
     Trainer(cfg, tmp_path / "src", quiet=True).fit()
     src = read_checkpoint(tmp_path / "src/last.pt")["state_dict"]
     t = Trainer(cfg, tmp_path / "dst", quiet=True, init_from=tmp_path / "src/last.pt", freeze_encoder=True)
