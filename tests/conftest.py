@@ -59,6 +59,12 @@ def dic_hela(request) -> Path:
     return FIXTURES / "dic-hela"
 
 
+@pytest.fixture(scope="session")
+def dic_hela_crops() -> Path:
+    """The shipped DIC-HeLa crops only: 01/t002, 01/t021, 01/t067 (partial), 02/t006, 02/t014."""
+    return FIXTURES / "dic-hela"
+
+
 @pytest.fixture(scope="session", params=SOURCES)
 def isbi2012(request) -> Path:
     """An ISBI 2012 folder (train/images, train/labels): the 10 slices shipped with the demo, and

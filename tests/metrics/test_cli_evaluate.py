@@ -13,12 +13,12 @@ from unet.io import read_image, write_image
 
 
 @pytest.fixture
-def isbi_pair(shared_data, tmp_path):
+def isbi_pair(isbi2012, tmp_path):
     """Two real ISBI 2012 labels (cropped) and blurred 8-bit proposals, in two folders."""
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     arrays = {}
     for i in (0, 1):
-        gt = read_image(shared_data / "isbi2012" / "train" / "labels" / f"{i}.png")[:192, :192]
+        gt = read_image(isbi2012 / "train" / "labels" / f"{i}.png")[:192, :192]
         pred = np.round(ndimage.gaussian_filter(gt / 255.0, 1.5) * 255).astype(np.uint8)
         write_image(gt_dir / f"{i}.png", gt)
         write_image(pred_dir / f"{i}.png", pred)
@@ -67,8 +67,8 @@ def test_float_stack_against_folder_and_order_matching(isbi_pair, tmp_path, caps
         main(["evaluate", str(renamed), str(gt_dir), "--metric", "iou,nope"])
 
 
-def test_seg_on_cell_tracking_masks(shared_data, tmp_path):
-    masks = sorted((shared_data / "dic-hela" / "01" / "masks").glob("man_seg*.tif"))[:2]
+def test_seg_on_cell_tracking_masks(dic_hela, tmp_path):
+    masks = sorted((dic_hela / "01" / "masks").glob("man_seg*.tif"))[:2]
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     expected = {}
     for path in masks:

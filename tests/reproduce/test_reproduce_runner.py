@@ -133,13 +133,14 @@ def test_committed_checkpoints_predict_without_training(finished):
     load_checkpoint(out / rep["runs"][0]["folds"]["fold1"]["checkpoint"])
 
 
-def test_rerun_refuses_then_resume_reuses_finished_folds(finished, capsys):
-    out, argv = finished["out"], finished["argv"]
+def test_rerun_refuses_then_resume_reuses_finished_folds(finished, own_copy, capsys):
+    mine = own_copy(finished)
+    out, argv = mine["out"], mine["argv"]
     before = (out / "report.md").read_text()
     assert main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "report.md").read_text() == before
-    last = finished["runs"] / "unet/fold1/last.pt"
+    last = mine["runs"] / "unet/fold1/last.pt"
     mtime = last.stat().st_mtime_ns
     assert main(argv + ["--resume"]) == 0
     assert last.stat().st_mtime_ns == mtime  # not retrained
@@ -171,10 +172,10 @@ def test_interrupted_fold_resumes_from_its_checkpoint(tiny_isbi_stack, tmp_path,
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_overwrite_retrains_and_replaces_the_report(finished):
-    # runs after the tests above (same module fixture): they have read the original report already
-    out, argv = finished["out"], finished["argv"]
-    last = finished["runs"] / "unet/fold1/last.pt"
+def test_overwrite_retrains_and_replaces_the_report(finished, own_copy):
+    mine = own_copy(finished)
+    out, argv = mine["out"], mine["argv"]
+    last = mine["runs"] / "unet/fold1/last.pt"
     mtime = last.stat().st_mtime_ns
     assert main(argv + ["--overwrite", "--runs", "unet", "--folds", "1"]) == 0
     assert last.stat().st_mtime_ns != mtime
