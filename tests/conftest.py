@@ -91,3 +91,81 @@ def isbi_crops(tmp_path_factory):
         return root
 
     return make
+
+
+class ReferenceMetrics:
+    """Independent, plain NumPy/SciPy implementations of the measures' published definitions
+    (tests/fixtures/oracle/PROVENANCE.md), for expectations that do not come from ``unet.metrics``.
+    Checked against the golden vectors in tests/metrics/test_reference_metrics.py."""
+
+    #: the challenge script's ``th = 0; th <= 1; th += 0.1`` in double precision
+    THRESHOLDS = tuple(np.cumsum([0.0] + [0.1] * 10))
+
+    @staticmethod
+    def _slices(labels, proposal):
+        labels, proposal = np.asarray(labels), np.asarray(proposal, dtype=np.float64)
+        return (labels[None], proposal[None]) if labels.ndim == 2 else (labels, proposal)
+
+    @classmethod
+    def pixel_error(cls, labels, proposal):
+        labels, proposal = cls._slices(labels, proposal)
+        best = 0.0
+        for th in cls.THRESHOLDS:
+            cell, pred = labels > 0, proposal > th
+            tp, fp, fn = np.sum(cell & pred), np.sum(~cell & pred), np.sum(cell & ~pred)
+            p = 1.0 if fp == 0 else tp / (tp + fp)
+            r = 1.0 if fn == 0 else tp / (tp + fn)
+            best = max(best, 0.0 if p + r == 0 else 2 * p * r / (p + r))
+        return 1.0 - best
+
+    @classmethod
+    def rand_error(cls, labels, proposal):
+        import scipy.ndimage as ndi
+
+        labels, proposal = cls._slices(labels, proposal)
+        best = 0.0
+        for th in cls.THRESHOLDS:
+            T = A = B = 0.0
+            for lab, prob in zip(labels, proposal):
+                gt, _ = ndi.label(lab > th)  # 4-connected
+                pr, _ = ndi.label(prob > th)
+                inside = gt > 0  # ground-truth membrane is ignored
+                i, j = gt[inside].astype(np.int64), pr[inside].astype(np.int64)
+                pairs, n = np.unique(np.stack([i, j]), axis=1, return_counts=True)
+                n = n.astype(np.float64)
+                on_membrane = pairs[1] == 0  # proposal-membrane pixels count as singletons
+                T += np.sum(n[~on_membrane] ** 2) + np.sum(n[on_membrane])
+                A += np.sum(np.bincount(i, minlength=1).astype(np.float64) ** 2)
+                B += np.sum(np.bincount(j[j > 0]).astype(np.float64) ** 2) + np.sum(n[on_membrane])
+            if A + B > 0:
+                best = max(best, 2 * T / (A + B))
+        return 1.0 - best
+
+    @staticmethod
+    def iou(a, b):
+        a, b = np.asarray(a, bool), np.asarray(b, bool)
+        union = np.sum(a | b)
+        return 1.0 if union == 0 else float(np.sum(a & b) / union)
+
+    @staticmethod
+    def seg(gt, res):
+        """Mean Jaccard over all ground-truth objects of all frames (axis 0), matched to the result
+        object covering more than half of them."""
+        gt, res = np.asarray(gt), np.asarray(res)
+        if gt.ndim == 2:
+            gt, res = gt[None], res[None]
+        scores = []
+        for g_frame, r_frame in zip(gt, res):
+            for label in np.unique(g_frame)[1:]:
+                obj = g_frame == label
+                ids, counts = np.unique(r_frame[obj], return_counts=True)
+                match = [k for k, c in zip(ids, counts) if k != 0 and c > 0.5 * obj.sum()]
+                scores.append(np.sum(obj & (r_frame == match[0])) / np.sum(obj | (r_frame == match[0]))
+                              if match else 0.0)
+        return float(np.mean(scores))
+
+
+@pytest.fixture(scope="session")
+def reference() -> ReferenceMetrics:
+    """:class:`ReferenceMetrics`: the measures computed independently of ``unet.metrics``."""
+    return ReferenceMetrics()

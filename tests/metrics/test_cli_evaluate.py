@@ -26,7 +26,7 @@ def isbi_pair(isbi2012, tmp_path):
     return gt_dir, pred_dir, arrays
 
 
-def test_isbi_json_and_csv_equal_library_values(isbi_pair, tmp_path, capsys):
+def test_isbi_json_and_csv_equal_library_values(isbi_pair, tmp_path, capsys, reference):
     gt_dir, pred_dir, arrays = isbi_pair
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
     assert main(["evaluate", str(pred_dir), str(gt_dir), "--json", str(out_json), "--csv", str(out_csv)]) == 0
@@ -37,6 +37,9 @@ def test_isbi_json_and_csv_equal_library_values(isbi_pair, tmp_path, capsys):
         expected = M.isbi_errors(gt, pred / 255.0)  # 8-bit proposals are scaled to [0, 1]
         for key in ("pixel_error", "rand_error", "warping_error", "splits", "mergers"):
             assert row[key] == expected[key], key
+        # and the values are right: independent implementations of the definitions
+        assert row["pixel_error"] == pytest.approx(reference.pixel_error(gt, pred / 255.0), abs=1e-12)
+        assert row["rand_error"] == pytest.approx(reference.rand_error(gt, pred / 255.0), abs=1e-12)
     for key in ("pixel_error", "rand_error", "warping_error"):
         assert doc["mean"][key] == pytest.approx(np.mean([r[key] for r in doc["images"]]))
     rows = list(csv.DictReader(out_csv.open()))
@@ -67,7 +70,7 @@ def test_float_stack_against_folder_and_order_matching(isbi_pair, tmp_path, caps
         main(["evaluate", str(renamed), str(gt_dir), "--metric", "iou,nope"])
 
 
-def test_seg_on_cell_tracking_masks(dic_hela, tmp_path):
+def test_seg_on_cell_tracking_masks(dic_hela, tmp_path, reference):
     masks = sorted((dic_hela / "01" / "masks").glob("man_seg*.tif"))[:2]
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     expected = {}
@@ -78,7 +81,7 @@ def test_seg_on_cell_tracking_masks(dic_hela, tmp_path):
             res[ndimage.binary_erosion(gt == label, iterations=3)] = label + 7
         write_image(gt_dir / path.name, gt)
         write_image(pred_dir / f"t{path.stem[-3:]}.tif", res)  # CTC naming: matched by number
-        expected[path.stem] = M.seg_score(gt, res)
+        expected[path.stem] = pytest.approx(reference.seg(gt, res), abs=1e-12)
     out = tmp_path / "seg.json"
     assert main(["evaluate", str(pred_dir), str(gt_dir), "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
@@ -161,3 +164,43 @@ def test_seg_of_a_probability_map_components_or_seeded_watershed(tmp_path, capsy
     assert "seeded watershed" in capsys.readouterr().out
     assert main(["evaluate", pred_path, gt_path, "--metric", "seg", "--seed-threshold", "0.2"]) == 2
     assert "--seed-threshold" in capsys.readouterr().err
+
+
+def test_cli_values_are_the_official_ones(tmp_path):
+    """``unet evaluate`` on files reports the golden values of the official tools (tests/fixtures/oracle),
+    not only what the library computes."""
+    import tifffile
+    from metrics_oracle import load_arrays, load_cases
+
+    def write(path, array):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, array, photometric="minisblack")  # stacks as pages, never RGB
+
+    isbi = {n: fc for n, fc in load_cases("isbi").items() if n in ("c05_merge_split_tradeoff", "c14_float32_threshold_edges",
+                                                                    "c19_stack3", "c09_salt_pepper")}
+    seg = {n: fc for n, fc in load_cases("seg").items() if n in ("s04_just_over_half", "s09_pooled_not_per_frame",
+                                                                  "s11_realistic_perturbed")}
+    assert len(isbi) == 4 and len(seg) == 3
+    for name, (folder, case) in isbi.items():
+        arrays = load_arrays(folder, name)
+        write(tmp_path / "isbi/gt" / f"{name}.tif", arrays["labels"])
+        write(tmp_path / "isbi/pred" / f"{name}.tif", arrays["proposal"])
+    out = tmp_path / "isbi.json"
+    assert main(["evaluate", str(tmp_path / "isbi/pred"), str(tmp_path / "isbi/gt"), "--metric", "isbi",
+                 "--json", str(out)]) == 0
+    rows = {r["name"]: r for r in json.loads(out.read_text())["images"]}
+    for name, (_, case) in isbi.items():
+        e = case["expected"]
+        assert rows[name]["pixel_error"] == pytest.approx(e["pixel_error"], abs=1e-9), name
+        assert rows[name]["rand_error"] == pytest.approx(e["rand_error"], abs=1e-9), name
+        assert rows[name]["warping_error"] == pytest.approx(e["warping_error"], abs=1e-12), name
+    for name, (folder, case) in seg.items():
+        arrays = load_arrays(folder, name)
+        write(tmp_path / "seg/gt" / f"{name}.tif", arrays["gt"])
+        write(tmp_path / "seg/res" / f"{name}.tif", arrays["res"])
+    out = tmp_path / "seg.json"
+    assert main(["evaluate", str(tmp_path / "seg/res"), str(tmp_path / "seg/gt"), "--metric", "seg",
+                 "--json", str(out)]) == 0
+    rows = {r["name"]: r for r in json.loads(out.read_text())["images"]}
+    for name, (_, case) in seg.items():
+        assert rows[name]["seg"] == pytest.approx(case["expected_seg"], abs=1e-9), name

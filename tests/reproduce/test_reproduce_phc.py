@@ -14,7 +14,6 @@ import yaml
 
 from unet.cli import main
 from unet.io import read_image
-from unet.metrics import seg_score
 
 CROP = (slice(20, 100), slice(40, 152))  # of the shipped 256 x 256 DIC-HeLa crops
 CROP_SHAPE = (80, 112)
@@ -46,7 +45,7 @@ def finished(tmp_path_factory, dic_hela_crops, tiny_settings):
             "report": json.loads((out / "report.json").read_text())}
 
 
-def test_phc_u373_runs_as_shipped_once_its_data_are_present(finished):
+def test_phc_u373_runs_as_shipped_once_its_data_are_present(finished, reference):
     rep, runs, root = finished["report"], finished["runs"], finished["root"]
     assert [r["name"] for r in rep["runs"]] == ["unet", "fcn8s"]
     assert rep["folds"][0]["train"] == ["01/t002", "01/t021"] and rep["folds"][0]["test"] == ["02/t006", "02/t014"]
@@ -56,7 +55,7 @@ def test_phc_u373_runs_as_shipped_once_its_data_are_present(finished):
     for run in rep["runs"]:
         probs = [read_image(runs / run["name"] / "01->02/predictions/plain" / f"02_t{t}.tif") for t in ("006", "014")]
         assert probs[0].shape == CROP_SHAPE
-        expected = seg_score(gt, np.stack([cell_instances(p) for p in probs]))
+        expected = reference.seg(gt, np.stack([cell_instances(p) for p in probs]))
         assert run["folds"]["01->02"]["metrics"]["plain"]["seg"] == pytest.approx(expected, abs=1e-12)
         # the shipped profile's recipe, not only the tiny test sizes
         assert run["config"]["optim"]["schedule"] == finished["shipped"]["optim.schedule"]
