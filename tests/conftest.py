@@ -103,7 +103,8 @@ class ReferenceMetrics:
 
     @staticmethod
     def _slices(labels, proposal):
-        labels, proposal = np.asarray(labels), np.asarray(proposal, dtype=np.float64)
+        # the official tool reads the proposal as a 32-bit image, then compares float64(P) > th
+        labels, proposal = np.asarray(labels), np.asarray(proposal, dtype=np.float32).astype(np.float64)
         return (labels[None], proposal[None]) if labels.ndim == 2 else (labels, proposal)
 
     @classmethod
