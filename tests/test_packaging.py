@@ -101,7 +101,9 @@ def test_wheel_installs_and_runs_the_demo_from_another_folder(tmp_path):
         return out.stdout
 
     where = subprocess.run([str(py), "-c", "import unet; print(unet.__file__)"], capture_output=True, text=True,
-                           cwd=elsewhere, env=env, check=True).stdout.strip()
+                           cwd=elsewhere, env=env)
+    assert where.returncode == 0, where.stderr
+    where = where.stdout.strip()
     assert Path(where).is_relative_to(site), where  # the wheel's copy, not the repository
     assert run("--version").strip() == f"unet {unet.__version__}"
     assert {"isbi2012", "dic-hela", "phc-u373"} <= set(run("reproduce", "--list").split())
