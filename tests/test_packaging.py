@@ -87,9 +87,10 @@ def test_wheel_installs_and_runs_the_demo_from_another_folder(tmp_path):
     py = venv / "bin" / "python"
     site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                                check=True, capture_output=True, text=True).stdout.strip())
-    (site / "test_env.pth").write_text(sysconfig.get_path("purelib") + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--quiet", "--no-deps",
-                    "--no-index", str(wheel)], check=True, capture_output=True, timeout=300)
+                    "--no-index", "--force-reinstall", str(wheel)], check=True, capture_output=True, timeout=300)
+    # only then (pip would take the test environment's unet for this one) its other packages
+    (site / "test_env.pth").write_text(sysconfig.get_path("purelib") + "\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
