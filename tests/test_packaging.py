@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import sysconfig
-import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 import unet
 
+tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml")
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 #: import name -> distribution name, where they differ
