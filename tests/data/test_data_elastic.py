@@ -24,8 +24,8 @@ def _interior(disp, shape, margin=MARGIN):
 
 
 @pytest.fixture(scope="module")
-def isbi(shared_data):
-    s = load_sample(isbi2012_pairs(shared_data / "isbi2012")[3], normalize={"mode": "minmax"})
+def isbi(isbi2012):
+    s = load_sample(isbi2012_pairs(isbi2012)[3], normalize={"mode": "minmax"})
     return s.image[0], s.labels
 
 

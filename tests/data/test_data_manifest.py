@@ -35,13 +35,29 @@ def test_manifests_are_complete():
                     "http://data.celltrackingchallenge.net/training-datasets/PhC-C2DH-U373.zip"]
 
 
+def _sums(folder):
+    sums = {}
+    for line in (folder / "SHA256SUMS").read_text().splitlines():
+        digest, path = line.split()
+        sums[path.removeprefix("./")] = digest
+    return sums
+
+
 def test_known_checksums_are_those_of_the_shared_copies(shared_data):
     for name, folder in (("isbi2012", "isbi2012"), ("dic-hela", "dic-hela")):
-        sums = {}
-        for line in (shared_data / folder / "SHA256SUMS").read_text().splitlines():
-            digest, path = line.split()
-            sums[path.removeprefix("./")] = digest
-        assert load_manifest(name)["known_files"] == sums
+        assert load_manifest(name)["known_files"] == _sums(shared_data / folder)
+
+
+def test_the_shipped_sample_has_the_known_checksums():
+    """The demo's 10 ISBI slices are byte-identical copies of files the manifest knows."""
+    import hashlib
+
+    from unet.resources import SAMPLE_DIR
+
+    known, sample = load_manifest("isbi2012")["known_files"], _sums(SAMPLE_DIR / "isbi2012")
+    assert len(sample) == 20 and all(known[path] == digest for path, digest in sample.items())
+    for path, digest in sample.items():
+        assert hashlib.sha256((SAMPLE_DIR / "isbi2012" / path).read_bytes()).hexdigest() == digest, path
 
 
 def _ctc_zip(tmp_path, n=2):
@@ -133,9 +149,11 @@ def test_fetch_rejects_unsafe_archive(tmp_path):
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "out").exists()
 
 
-def test_check_finds_problems(tmp_path, shared_data):
+def test_check_finds_problems(tmp_path, isbi2012):
     root = tmp_path / "isbi"
-    shutil.copytree(shared_data / "isbi2012", root)
+    shutil.copytree(isbi2012, root)
+    if not (root / "test").exists():  # the shipped sample has no test split: stand-ins for it
+        shutil.copytree(root / "train" / "images", root / "test" / "images")
     (root / "train" / "images" / "29.png").unlink()
     (root / "train" / "labels" / "29.png").unlink()
     import skimage.io
@@ -145,21 +163,24 @@ def test_check_finds_problems(tmp_path, shared_data):
     skimage.io.imsave(root / "train" / "labels" / "3.png", bad, check_contrast=False)
     report, problems = check("isbi2012", root)
     text = "\n".join(problems)
-    assert "train: 29 image(s), expected 30" in text
+    assert f"train: {len(list((isbi2012 / 'train' / 'images').iterdir())) - 1} image(s), expected 30" in text
     assert re.search(r"labels/3.png.*unexpected label values \[7\]", text)
     assert re.search(r"labels/3.png: SHA-256 differs", text)
     assert main(["data", "check", "isbi2012", str(root)]) == 1
+
+
+def test_check_passes_on_the_complete_shared_copies(shared_data):
     assert main(["data", "check", "isbi2012", str(shared_data / "isbi2012")]) == 0
     assert main(["data", "check", "dic-hela", str(shared_data / "dic-hela")]) == 0
 
 
-def test_show_writes_png(tmp_path, shared_data):
+def test_show_writes_png(tmp_path, dic_hela):
     out = tmp_path / "show.png"
-    assert main(["data", "show", "dic-hela", str(shared_data / "dic-hela"), "--pair", "02/t006",
+    assert main(["data", "show", "dic-hela", str(dic_hela), "--pair", "02/t006",
                  "--out", str(out)]) == 0
     img = __import__("skimage.io").io.imread(out)
     assert img.ndim == 3 and img.shape[1] > 2 * img.shape[0]  # four panels side by side
-    assert main(["data", "show", "dic-hela", str(shared_data / "dic-hela"), "--out", str(out)]) == 2  # no overwrite
+    assert main(["data", "show", "dic-hela", str(dic_hela), "--out", str(out)]) == 2  # no overwrite
 
 
 def test_check_official_ctc_layout_uses_known_checksums(tmp_path, shared_data):

@@ -37,8 +37,9 @@ def test_isolated_cell_is_untouched():
     np.testing.assert_array_equal(training_target(lab), (lab > 0).astype(np.uint8))
 
 
-def test_real_dic_hela_components_never_span_two_cells(shared_data):
-    for pair in ctc_pairs(shared_data / "dic-hela")[::3]:
+def test_real_dic_hela_components_never_span_two_cells(dic_hela):
+    pairs = ctc_pairs(dic_hela)
+    for pair in pairs[::3] if len(pairs) > 5 else pairs:
         lab = load_sample(pair).labels
         t = training_target(lab, partial=pair.partial)
         comps = skimage.measure.label(t == 1, connectivity=2)
@@ -48,11 +49,11 @@ def test_real_dic_hela_components_never_span_two_cells(shared_data):
         # every cell keeps most of its pixels
         kept = np.bincount(lab[t == 1].ravel(), minlength=lab.max() + 1)[1:]
         total = np.bincount(lab.ravel(), minlength=lab.max() + 1)[1:]
-        assert np.all(kept > 0.8 * total), pair.name
+        assert np.all(kept[total > 0] > 0.8 * total[total > 0]), pair.name  # (a crop lacks some ids)
 
 
-def test_partial_frame_ignores_far_background(shared_data):
-    pair = next(p for p in ctc_pairs(shared_data / "dic-hela") if p.partial)
+def test_partial_frame_ignores_far_background(dic_hela):
+    pair = next(p for p in ctc_pairs(dic_hela) if p.partial)
     lab = load_sample(pair).labels
     t = training_target(lab, partial=True, partial_margin=8)
     assert set(np.unique(t).tolist()) == {0, 1, IGNORE_INDEX}

@@ -9,8 +9,8 @@ from unet.data import (IGNORE_INDEX, MIRROR_MODE, Augmentation, Sample, TileData
 
 
 @pytest.fixture(scope="module")
-def hela(shared_data):
-    pairs = ctc_pairs(shared_data / "dic-hela", sequences=("01",))
+def hela(dic_hela):
+    pairs = ctc_pairs(dic_hela, sequences=("01",))
     return [load_sample(p) for p in (pairs[0], pairs[-1])]  # a full frame and the partial 01/t067
 
 

@@ -80,8 +80,8 @@ def test_binary_mask_is_labelled_and_ignore_gets_zero():
     assert np.all(w[:5] == 0) and np.all(w[5:] >= 1.0)
 
 
-def test_real_dic_hela_weights_peak_between_touching_cells(shared_data):
-    pair = ctc_pairs(shared_data / "dic-hela")[0]
+def test_real_dic_hela_weights_peak_between_touching_cells(dic_hela):
+    pair = ctc_pairs(dic_hela)[0]
     lab = load_sample(pair).labels
     w = unet.weight_map(lab)
     assert w.dtype == np.float32 and w.shape == lab.shape and np.all(np.isfinite(w))

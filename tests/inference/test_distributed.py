@@ -1,4 +1,7 @@
-"""The Dask graph gives the single-process result, on a dask.distributed LocalCluster."""
+"""The Dask graph gives the single-process result, on a dask.distributed LocalCluster whose worker
+is another process: the model, the checkpoint path and the image path cross a process boundary."""
+
+import os
 
 import numpy as np
 import pytest
@@ -14,8 +17,9 @@ from inference_helpers import smooth_image, tiny_unet
 
 @pytest.fixture(scope="module")
 def client():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+    import distributed  # the test extra
+
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
                                        dashboard_address=None)
     client = distributed.Client(cluster)
     yield client
@@ -31,6 +35,9 @@ def test_dask_graph_on_local_cluster_equals_single_process(client):
     assert lazy.shape == expected.shape and lazy.chunks[1][0] == 32
     got = client.compute(lazy).result()
     np.testing.assert_array_equal(got, expected)
+    # the tiles were computed in the worker process, not in this one
+    (worker_pid,) = client.run(os.getpid).values()
+    assert worker_pid != os.getpid()
 
 
 def test_dask_same_padded_blending_and_stack(client):

@@ -13,12 +13,12 @@ from unet.io import read_image, write_image
 
 
 @pytest.fixture
-def isbi_pair(shared_data, tmp_path):
+def isbi_pair(isbi2012, tmp_path):
     """Two real ISBI 2012 labels (cropped) and blurred 8-bit proposals, in two folders."""
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     arrays = {}
     for i in (0, 1):
-        gt = read_image(shared_data / "isbi2012" / "train" / "labels" / f"{i}.png")[:192, :192]
+        gt = read_image(isbi2012 / "train" / "labels" / f"{i}.png")[:192, :192]
         pred = np.round(ndimage.gaussian_filter(gt / 255.0, 1.5) * 255).astype(np.uint8)
         write_image(gt_dir / f"{i}.png", gt)
         write_image(pred_dir / f"{i}.png", pred)
@@ -26,7 +26,7 @@ def isbi_pair(shared_data, tmp_path):
     return gt_dir, pred_dir, arrays
 
 
-def test_isbi_json_and_csv_equal_library_values(isbi_pair, tmp_path, capsys):
+def test_isbi_json_and_csv_equal_library_values(isbi_pair, tmp_path, capsys, reference):
     gt_dir, pred_dir, arrays = isbi_pair
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
     assert main(["evaluate", str(pred_dir), str(gt_dir), "--json", str(out_json), "--csv", str(out_csv)]) == 0
@@ -37,6 +37,9 @@ def test_isbi_json_and_csv_equal_library_values(isbi_pair, tmp_path, capsys):
         expected = M.isbi_errors(gt, pred / 255.0)  # 8-bit proposals are scaled to [0, 1]
         for key in ("pixel_error", "rand_error", "warping_error", "splits", "mergers"):
             assert row[key] == expected[key], key
+        # and the values are right: independent implementations of the definitions
+        assert row["pixel_error"] == pytest.approx(reference.pixel_error(gt, pred / 255.0), abs=1e-12)
+        assert row["rand_error"] == pytest.approx(reference.rand_error(gt, pred / 255.0), abs=1e-12)
     for key in ("pixel_error", "rand_error", "warping_error"):
         assert doc["mean"][key] == pytest.approx(np.mean([r[key] for r in doc["images"]]))
     rows = list(csv.DictReader(out_csv.open()))
@@ -70,8 +73,8 @@ def test_float_stack_against_folder_and_order_matching(isbi_pair, tmp_path, caps
         main(["evaluate", str(renamed), str(gt_dir), "--metric", "iou,nope"])
 
 
-def test_seg_on_cell_tracking_masks(shared_data, tmp_path):
-    masks = sorted((shared_data / "dic-hela" / "01" / "masks").glob("man_seg*.tif"))[:2]
+def test_seg_on_cell_tracking_masks(dic_hela, tmp_path, reference):
+    masks = sorted((dic_hela / "01" / "masks").glob("man_seg*.tif"))[:2]
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     expected = {}
     for path in masks:
@@ -81,7 +84,7 @@ def test_seg_on_cell_tracking_masks(shared_data, tmp_path):
             res[ndimage.binary_erosion(gt == label, iterations=3)] = label + 7
         write_image(gt_dir / path.name, gt)
         write_image(pred_dir / f"t{path.stem[-3:]}.tif", res)  # CTC naming: matched by number
-        expected[path.stem] = M.seg_score(gt, res)
+        expected[path.stem] = pytest.approx(reference.seg(gt, res), abs=1e-12)
     out = tmp_path / "seg.json"
     assert main(["evaluate", str(pred_dir), str(gt_dir), "--json", str(out)]) == 0
     doc = json.loads(out.read_text())

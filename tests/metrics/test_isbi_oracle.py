@@ -8,30 +8,21 @@ import pytest
 import unet.metrics as M
 from unet.metrics.warping import COUNT_NAMES
 
-from metrics_oracle import case_ids, load_arrays
+from metrics_oracle import load_arrays, load_cases, load_meta
 
-NAMES = case_ids("isbi")
-
-
-@pytest.fixture(scope="module")
-def isbi_cases(oracle_dir):
-    doc = json.loads((oracle_dir / "isbi" / "vectors.json").read_text())
-    return {c["name"]: c for c in doc["cases"]}
+CASES = load_cases("isbi")
 
 
-@pytest.fixture(params=NAMES)
-def case(request, oracle_dir, isbi_cases):
-    name = request.param
-    if name not in isbi_cases:
-        pytest.skip("oracle case absent")
-    c = isbi_cases[name]
-    arrays = load_arrays(oracle_dir, "isbi", name)
-    details = json.loads((oracle_dir / "isbi" / c["oracle_details"]).read_text())
+@pytest.fixture(params=sorted(CASES))
+def case(request):
+    folder, c = CASES[request.param]
+    arrays = load_arrays(folder, request.param)
+    details = json.loads((folder / c["oracle_details"]).read_text())
     return c, arrays["labels"], arrays["proposal"], details
 
 
-def test_thresholds_are_the_java_loop(oracle_dir):
-    meta = json.loads((oracle_dir / "isbi" / "vectors.json").read_text())["meta"]
+def test_thresholds_are_the_java_loop():
+    meta = load_meta("isbi")
     assert list(M.ISBI_THRESHOLDS) == meta["thresholds_pixel_rand"]
     assert list(M.WARPING_THRESHOLDS) == meta["thresholds_warping"]
 
@@ -92,11 +83,9 @@ def test_mismatch_classes_at_half(case):
     assert result.counts() == at_half["counts"]
 
 
-def test_full_image_radius_changes_annulus_cut(oracle_dir, isbi_cases):
+def test_full_image_radius_changes_annulus_cut():
     """With the whole image as window the annulus cut is a hole deletion, not a split."""
-    name = "c21_annulus_cut_radius"
-    if name not in isbi_cases:
-        pytest.skip("oracle case absent")
-    arrays = load_arrays(oracle_dir, "isbi", name)
-    expected = isbi_cases[name]["extra_radius_full_image"]["warping_error"]
+    folder, case = CASES["c21_annulus_cut_radius"]
+    arrays = load_arrays(folder, "c21_annulus_cut_radius")
+    expected = case["extra_radius_full_image"]["warping_error"]
     assert M.warping_error(arrays["labels"], arrays["proposal"], radius=10_000) == expected

@@ -50,3 +50,26 @@ def make_tiny_experiment():
 def tiny_settings():
     """The repository root and :data:`TINY` (test modules need not import conftest)."""
     return REPO, dict(TINY)
+
+
+@pytest.fixture
+def own_copy(tmp_path):
+    """``own_copy(finished)``: a private copy of a module fixture's finished ``unet reproduce`` (its
+    ``out`` and ``runs`` folders, and ``argv`` pointing at them), for tests that change the files,
+    so that no test depends on the order of the others."""
+    import shutil
+
+    def copy(finished: dict) -> dict:
+        mine = dict(finished)
+        moved = {}
+        for key in ("out", "runs"):
+            if key in finished:
+                moved[str(finished[key])] = str(tmp_path / key)
+                shutil.copytree(finished[key], tmp_path / key)
+                mine[key] = tmp_path / key
+        if "fold" in finished:  # a fold folder inside runs/
+            mine["fold"] = Path(str(finished["fold"]).replace(str(finished["runs"]), str(tmp_path / "runs")))
+        mine["argv"] = [moved.get(a, a) for a in finished["argv"]]
+        return mine
+
+    return copy

@@ -14,22 +14,21 @@ import yaml
 
 from unet.cli import main
 from unet.io import read_image
-from unet.metrics import seg_score
 
-CROP = (slice(120, 200), slice(100, 212))
+CROP = (slice(20, 100), slice(40, 152))  # of the shipped 256 x 256 DIC-HeLa crops
 CROP_SHAPE = (80, 112)
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, shared_data, tiny_settings):
+def finished(tmp_path_factory, dic_hela_crops, tiny_settings):
     REPO, TINY = tiny_settings
     tmp = tmp_path_factory.mktemp("repro_phc")
     root = tmp / "data" / "PhC-C2DH-U373"
-    for seq, frames in (("01", ("002", "005")), ("02", ("006", "007"))):
+    for seq, frames in (("01", ("002", "021")), ("02", ("006", "014"))):
         (root / seq).mkdir(parents=True)
         (root / f"{seq}_GT" / "SEG").mkdir(parents=True)
         for t in frames:
-            src = shared_data / "dic-hela" / seq
+            src = dic_hela_crops / seq
             tifffile.imwrite(root / seq / f"t{t}.tif", tifffile.imread(src / "images" / f"t{t}.tif")[CROP])
             tifffile.imwrite(root / f"{seq}_GT" / "SEG" / f"man_seg{t}.tif",
                              tifffile.imread(src / "masks" / f"man_seg{t}.tif")[CROP])
@@ -48,17 +47,17 @@ def finished(tmp_path_factory, shared_data, tiny_settings):
             "report": json.loads((out / "report.json").read_text())}
 
 
-def test_phc_u373_runs_as_shipped_once_its_data_are_present(finished):
+def test_phc_u373_runs_as_shipped_once_its_data_are_present(finished, reference):
     rep, runs, root = finished["report"], finished["runs"], finished["root"]
     assert [r["name"] for r in rep["runs"]] == ["unet", "fcn8s"]
-    assert rep["folds"][0]["train"] == ["01/t002", "01/t005"] and rep["folds"][0]["test"] == ["02/t006", "02/t007"]
-    gt = np.stack([tifffile.imread(root / "02_GT/SEG" / f"man_seg{t}.tif") for t in ("006", "007")])
+    assert rep["folds"][0]["train"] == ["01/t002", "01/t021"] and rep["folds"][0]["test"] == ["02/t006", "02/t014"]
+    gt = np.stack([tifffile.imread(root / "02_GT/SEG" / f"man_seg{t}.tif") for t in ("006", "014")])
     from unet.inference import cell_instances
 
     for run in rep["runs"]:
-        probs = [read_image(runs / run["name"] / "01->02/predictions/plain" / f"02_t{t}.tif") for t in ("006", "007")]
+        probs = [read_image(runs / run["name"] / "01->02/predictions/plain" / f"02_t{t}.tif") for t in ("006", "014")]
         assert probs[0].shape == CROP_SHAPE
-        expected = seg_score(gt, np.stack([cell_instances(p) for p in probs]))
+        expected = reference.seg(gt, np.stack([cell_instances(p) for p in probs]))
         assert run["folds"]["01->02"]["metrics"]["plain"]["seg"] == pytest.approx(expected, abs=1e-12)
         # the shipped profile's recipe, not only the tiny test sizes
         assert run["config"]["optim"]["schedule"] == finished["shipped"]["optim.schedule"]

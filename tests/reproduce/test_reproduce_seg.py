@@ -12,18 +12,18 @@ import yaml
 from unet.cli import main
 from unet.reproduce.evaluate import SEED_GRID
 
-CROP = (slice(100, 196), slice(100, 196))
+CROP = (slice(40, 136), slice(40, 136))  # of the shipped 256 x 256 crops
 
 
 @pytest.fixture(scope="module")
-def tiny_dic_hela(tmp_path_factory, shared_data):
+def tiny_dic_hela(tmp_path_factory, dic_hela_crops):
     """Two 96x96 crops of annotated frames of each sequence, in the dataset's own layout."""
     root = tmp_path_factory.mktemp("tiny_dic_hela")
-    for seq, frames in (("01", ("002", "005")), ("02", ("006", "007"))):
+    for seq, frames in (("01", ("002", "021")), ("02", ("006", "014"))):
         for sub in ("images", "masks"):
             (root / seq / sub).mkdir(parents=True)
         for t in frames:
-            src = shared_data / "dic-hela" / seq
+            src = dic_hela_crops / seq
             tifffile.imwrite(root / seq / "images" / f"t{t}.tif", tifffile.imread(src / "images" / f"t{t}.tif")[CROP])
             tifffile.imwrite(root / seq / "masks" / f"man_seg{t}.tif",
                              tifffile.imread(src / "masks" / f"man_seg{t}.tif")[CROP])
@@ -44,7 +44,7 @@ def finished(tiny_dic_hela, tmp_path_factory, tiny_settings):
     argv = ["reproduce", str(exp), "--out", str(out), "--runs-dir", str(runs), "--folds", "1", "--runs", "unet",
             "--quiet"]
     assert main(argv) == 0
-    return {"argv": argv, "out": out, "fold": runs / "unet" / "01->02"}
+    return {"argv": argv, "out": out, "runs": runs, "fold": runs / "unet" / "01->02"}
 
 
 def test_seed_threshold_is_chosen_on_the_training_frames_only(finished):
@@ -55,13 +55,14 @@ def test_seed_threshold_is_chosen_on_the_training_frames_only(finished):
     plain = res["metrics"]["plain"]
     assert plain["seed_threshold"] == sel["threshold"] and 0 <= plain["seg_watershed"] <= 1
     # the frames it was chosen on are the training sequence's, the scored ones the test sequence's
-    assert sorted(p.name for p in (finished["fold"] / "predictions/train").iterdir()) == ["01_t002.tif", "01_t005.tif"]
-    assert sorted(p.name for p in (finished["fold"] / "predictions/plain").iterdir()) == ["02_t006.tif", "02_t007.tif"]
+    assert sorted(p.name for p in (finished["fold"] / "predictions/train").iterdir()) == ["01_t002.tif", "01_t021.tif"]
+    assert sorted(p.name for p in (finished["fold"] / "predictions/plain").iterdir()) == ["02_t006.tif", "02_t014.tif"]
     md = (finished["out"] / "report.md").read_text()
     assert "SEG, watershed" in md and f"unet 01->02: {sel['threshold']:g}" in md
 
 
-def test_resume_rescores_a_finished_fold_that_lacks_a_measure(finished):
+def test_resume_rescores_a_finished_fold_that_lacks_a_measure(finished, own_copy):
+    finished = own_copy(finished)
     path = finished["fold"] / "result.json"
     res = json.loads(path.read_text())
     old = copy.deepcopy(res)

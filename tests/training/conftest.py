@@ -9,6 +9,14 @@ def tiny_isbi(isbi_crops) -> Path:
     return isbi_crops("tiny_isbi", 4, (slice(100, 196), slice(200, 296)))
 
 
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    """``tiny_cfg(root, **extra)``: the config of a tiny U-Net run on the folder dataset ``root``."""
+    from unet.training.config import load_config
+
+    return lambda root, **extra: load_config(None, extra=tiny_overrides(root, **extra))
+
+
 def tiny_overrides(root, **extra):
     base = {
         "data.dataset": "folder", "data.root": str(root), "data.train": "0:2", "data.val": "2:4",

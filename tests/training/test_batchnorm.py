@@ -4,7 +4,6 @@ import numpy as np
 import torch
 
 import unet
-from tests.training.conftest import tiny_overrides
 from unet.checkpoint import read_checkpoint
 from unet.training.batchnorm import recalibrate_batchnorm
 from unet.training.config import load_config
@@ -51,11 +50,11 @@ def test_nothing_to_do_without_batch_norm():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_trainer_recalibrates_after_the_last_step_with_batches_of_two(tiny_isbi, tmp_path):
+def test_trainer_recalibrates_after_the_last_step_with_batches_of_two(tiny_isbi, tiny_cfg, tmp_path):
     common = {"model.unet.norm": "batch", "train.steps": 4, "train.batch_size": 2, "train.val_every": 4,
               "train.checkpoint_every": 4}
-    Trainer(load_config(None, extra=tiny_overrides(tiny_isbi, **common)), tmp_path / "plain", quiet=True).fit()
-    Trainer(load_config(None, extra=tiny_overrides(tiny_isbi, **common, **{"train.bn_recalibration_tiles": 5})),
+    Trainer(tiny_cfg(tiny_isbi, **common), tmp_path / "plain", quiet=True).fit()
+    Trainer(tiny_cfg(tiny_isbi, **common, **{"train.bn_recalibration_tiles": 5}),
             tmp_path / "precise", quiet=True).fit()
     plain, precise = read_checkpoint(tmp_path / "plain/last.pt"), read_checkpoint(tmp_path / "precise/last.pt")
     key = "down.0.1.num_batches_tracked"

@@ -6,20 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training.conftest import tiny_overrides
 from unet.checkpoint import read_checkpoint
 from unet.cli import main
 from unet.errors import UserError
-from unet.training.config import load_config
 from unet.training.trainer import Trainer, TrainingDiverged
 
 
-def _cfg(root, **extra):
-    return load_config(None, extra=tiny_overrides(root, **extra))
-
-
-def test_tiny_net_overfits_two_real_crops(tiny_isbi, tmp_path):
-    cfg = _cfg(tiny_isbi, **{"train.steps": 60, "train.val_every": 60, "train.checkpoint_every": 60,
+def test_tiny_net_overfits_two_real_crops(tiny_isbi, tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tiny_isbi, **{"train.steps": 60, "train.val_every": 60, "train.checkpoint_every": 60,
                              "augment.elastic": False, "augment.gray": False, "model.unet.dropout": 0.0,
                              "data.val": "0:2"})
     Trainer(cfg, tmp_path / "run", quiet=True).fit()
@@ -32,15 +26,15 @@ def test_tiny_net_overfits_two_real_crops(tiny_isbi, tmp_path):
     assert list((tmp_path / "run/overlays").glob("*.png"))
 
 
-def test_kill_and_resume_equals_uninterrupted(tiny_isbi, tmp_path):
+def test_kill_and_resume_equals_uninterrupted(tiny_isbi, tiny_cfg, tmp_path):
     extra = {"train.steps": 8, "train.checkpoint_every": 3, "train.val_every": 4, "optim.name": "sgd",
              "optim.lr": 0.01, "optim.schedule": "cosine"}  # dropout, elastic deformation and a schedule
-    full = Trainer(_cfg(tiny_isbi, **extra), tmp_path / "full", quiet=True)
+    full = Trainer(tiny_cfg(tiny_isbi, **extra), tmp_path / "full", quiet=True)
     full.fit()
     # "killed" after 5 steps: the last checkpoint is step 3, steps 4-5 are lost and redone
-    Trainer(_cfg(tiny_isbi, **extra), tmp_path / "cut", quiet=True, stop_after=5).fit()
+    Trainer(tiny_cfg(tiny_isbi, **extra), tmp_path / "cut", quiet=True, stop_after=5).fit()
     assert read_checkpoint(tmp_path / "cut/last.pt")["step"] == 3
-    Trainer(_cfg(tiny_isbi, **extra), tmp_path / "cut", quiet=True, resume=True).fit()
+    Trainer(tiny_cfg(tiny_isbi, **extra), tmp_path / "cut", quiet=True, resume=True).fit()
     a = read_checkpoint(tmp_path / "full/last.pt")
     b = read_checkpoint(tmp_path / "cut/last.pt")
     assert a["step"] == b["step"] == 8
@@ -51,16 +45,16 @@ def test_kill_and_resume_equals_uninterrupted(tiny_isbi, tmp_path):
     assert steps == list(range(1, 9))  # no duplicated rows from the replayed steps
 
 
-def test_existing_run_is_not_overwritten(tiny_isbi, tmp_path):
-    cfg = _cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1})
+def test_existing_run_is_not_overwritten(tiny_isbi, tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1})
     Trainer(cfg, tmp_path / "r", quiet=True).fit()
     with pytest.raises(UserError, match="--resume"):
         Trainer(cfg, tmp_path / "r", quiet=True)
     Trainer(cfg, tmp_path / "r", quiet=True, overwrite=True).fit()
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_isbi, tmp_path, monkeypatch):
-    cfg = _cfg(tiny_isbi, **{"train.steps": 6, "train.checkpoint_every": 2, "train.val_every": 100})
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_isbi, tiny_cfg, tmp_path, monkeypatch):
+    cfg = tiny_cfg(tiny_isbi, **{"train.steps": 6, "train.checkpoint_every": 2, "train.val_every": 100})
     import unet.training.trainer as T
 
     real = T.get_loss("weighted_ce")
@@ -81,8 +75,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_isbi, tmp_path, monk
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
-def test_transfer_learning_init_and_freeze(tiny_isbi, tmp_path):
-    cfg = _cfg(tiny_isbi, **{"train.steps": 2, "train.val_every": 2})
+def test_transfer_learning_init_and_freeze(tiny_isbi, tiny_cfg, tmp_path):
+    cfg = tiny_cfg(tiny_isbi, **{"train.steps": 2, "train.val_every": 2})
     Trainer(cfg, tmp_path / "src", quiet=True).fit()
     src = read_checkpoint(tmp_path / "src/last.pt")["state_dict"]
     t = Trainer(cfg, tmp_path / "dst", quiet=True, init_from=tmp_path / "src/last.pt", freeze_encoder=True)
@@ -113,14 +107,14 @@ def test_cli_missing_config(tmp_path, capsys):
     assert "config file not found" in capsys.readouterr().err
 
 
-def test_resume_refuses_changes_it_cannot_honour_and_records_the_others(tiny_isbi, tmp_path, capsys):
+def test_resume_refuses_changes_it_cannot_honour_and_records_the_others(tiny_isbi, tiny_cfg, tmp_path, capsys):
     import yaml
 
     extra = {"train.steps": 2, "train.val_every": 2, "train.checkpoint_every": 2}
-    Trainer(_cfg(tiny_isbi, **extra), tmp_path / "r", quiet=True).fit()
+    Trainer(tiny_cfg(tiny_isbi, **extra), tmp_path / "r", quiet=True).fit()
     before = (tmp_path / "r/config.yaml").read_text()
     with pytest.raises(UserError, match=r"--resume cannot change optim.lr 0.01 -> 0.0001"):
-        Trainer(_cfg(tiny_isbi, **extra, **{"optim.lr": 1e-4}), tmp_path / "r", quiet=True, resume=True)
+        Trainer(tiny_cfg(tiny_isbi, **extra, **{"optim.lr": 1e-4}), tmp_path / "r", quiet=True, resume=True)
     rc = main(["train", "--config", "unused", "--out", str(tmp_path / "r"), "--resume", "--quiet",
                "--set", "optim.lr=1e-4"])
     assert rc == 2 and "cannot change optim.lr" in capsys.readouterr().err
@@ -135,11 +129,11 @@ def test_resume_refuses_changes_it_cannot_honour_and_records_the_others(tiny_isb
     assert ckpt["metadata"]["config"]["optim"]["lr"] == saved["optim"]["lr"] == 0.01
 
 
-def test_init_from_another_architecture_needs_partial_init(tiny_isbi, tmp_path, capsys):
-    cfg = _cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1})
+def test_init_from_another_architecture_needs_partial_init(tiny_isbi, tiny_cfg, tmp_path, capsys):
+    cfg = tiny_cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1})
     Trainer(cfg, tmp_path / "src", quiet=True).fit()
     src = tmp_path / "src/last.pt"
-    deeper = _cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1, "model.unet.depth": 3})
+    deeper = tiny_cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1, "model.unet.depth": 3})
     with pytest.raises(UserError, match=r"only \d+ of the \d+ tensors .*--partial-init"):
         Trainer(deeper, tmp_path / "dst", quiet=True, init_from=src).fit()
     assert not (tmp_path / "dst/last.pt").exists()  # refused before any training
@@ -148,6 +142,6 @@ def test_init_from_another_architecture_needs_partial_init(tiny_isbi, tmp_path, 
     report = capsys.readouterr().out
     n_loaded, n_all = (int(x) for x in report.split("initialised ")[1].split(" ")[0].split("/"))
     assert 0 < n_loaded < n_all and "kept their fresh initialisation" in report
-    same = _cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1})
+    same = tiny_cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1})
     Trainer(same, tmp_path / "dst2", init_from=src).fit()  # the same architecture loads whole without the flag
     assert "kept their fresh" not in capsys.readouterr().out

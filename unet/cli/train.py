@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from unet.resources import CONFIG_DIR  # unet/configs (the repository's configs/), shipped in the wheel
 
 
 def find_config(name_or_path: str) -> Path:
-    """A config file path, or the name of one in the repository's ``configs/`` (e.g. ``isbi2012``)."""
+    """A config file path, or the name of one shipped in ``unet/configs/`` (e.g. ``isbi2012``)."""
     p = Path(name_or_path)
     if p.exists() or p.suffix in (".yaml", ".yml"):
         return p

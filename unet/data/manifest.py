@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from unet.errors import InputFileError, UserError
+from unet.resources import MANIFEST_DIR  # unet/datasets (the repository's datasets/), shipped in the wheel
 
-#: ``datasets/`` at the repository root
-MANIFEST_DIR = Path(__file__).resolve().parents[2] / "datasets"
 CHUNK = 1 << 20
 
 

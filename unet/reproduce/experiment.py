@@ -40,8 +40,10 @@ import yaml
 
 from unet.errors import UserError
 
-#: ``configs/reproduce/`` at the repository root
-EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "configs" / "reproduce"
+from unet.resources import CONFIG_DIR
+
+#: ``unet/configs/reproduce/`` (the repository's ``configs/reproduce/``), shipped in the wheel
+EXPERIMENT_DIR = CONFIG_DIR / "reproduce"
 
 #: metrics of each evaluation kind, and whether lower is better
 METRICS = {
