@@ -27,8 +27,18 @@ holds instance labels, else ``isbi``):
 
 from __future__ import annotations
 
+import argparse
+import csv
+import io
+import json
 import re
+import sys
 from pathlib import Path
+
+from unet.errors import InputFileError, UserError
+
+# numpy, SciPy and the scoring are imported inside the functions that use them: `unet --help` imports
+# this module to register the subcommand, and must stay fast (scripts/bench_startup.py)
 
 METRICS = ("isbi", "seg", "iou")
 COLUMNS = {
@@ -38,15 +48,16 @@ COLUMNS = {
 }
 
 
+DESCRIPTION = (
+    "Score predictions against ground truth. PRED and GT are image files (TIFF/PNG/npy, stacks allowed) or "
+    "folders matched by file stem (a _prob/_mask/_labels suffix ignored), else by trailing number; "
+    "--pair-by-order pairs by natural sort order. 8-bit predictions (0..255) are scaled to [0, 1]."
+)
+
+
 def register(sub):
-    p = sub.add_parser(
-        "evaluate",
-        help="score predictions against ground truth (ISBI errors, SEG, IoU)",
-        description="Score predictions against ground truth. PRED and GT are image files (TIFF/PNG/npy, "
-        "stacks allowed) or folders matched by file stem (a _prob/_mask/_labels suffix ignored), else by "
-                    "trailing number; --pair-by-order pairs by natural sort order. "
-        "8-bit predictions (0..255) are scaled to [0, 1].",
-    )
+    p = sub.add_parser("evaluate", help="score predictions against ground truth (ISBI errors, SEG, IoU)",
+                       description=DESCRIPTION)
     p.add_argument("pred", metavar="PRED", help="prediction file or folder (cell probability or labels)")
     p.add_argument("gt", metavar="GT", help="ground-truth file or folder")
     p.add_argument("--metric", action="extend", type=_metric_list, default=None, metavar="{isbi,seg,iou}",
@@ -70,8 +81,6 @@ def register(sub):
 
 
 def _metric_list(text: str) -> list[str]:
-    import argparse
-
     names = [t.strip() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in METRICS]
     if bad or not names:
@@ -120,8 +129,6 @@ def match_files(pred_files: list[Path], gt_files: list[Path], *,
     ``by_order``, natural sort order (numbers compared as numbers).  Files that
     pair by none of these are an error, never paired silently.
     """
-    from unet.errors import UserError
-
     for rule, key in (("file stem", lambda s: s), ("file stem without _prob/_mask/_labels", _pred_stem)):
         by_stem = {}
         for p in pred_files:
@@ -152,7 +159,6 @@ def _items(pred: Path, gt: Path, *, by_order: bool = False):
     """``(name, pred file, pred slice, gt file, gt slice)`` per image to score, and the matching rule.
 
     A slice is ``None`` for a whole file."""
-    from unet.errors import InputFileError, UserError
     from unet.io import read_image
 
     for path in (pred, gt):
@@ -197,8 +203,6 @@ def _drop_gray_channels(arr, reference_ndim: int, path: Path):
     """Gray images saved as RGB(A) PNGs: keep one channel when all are equal."""
     import numpy as np
 
-    from unet.errors import InputFileError
-
     if arr.ndim == reference_ndim + 1 and arr.shape[-1] in (3, 4):
         rgb = arr[..., :3]
         if np.all(rgb == rgb[..., :1]):
@@ -210,8 +214,6 @@ def _drop_gray_channels(arr, reference_ndim: int, path: Path):
 def proposal_in_unit_range(arr, path: Path):
     """Cell probabilities in [0, 1]: 8-bit images are divided by 255."""
     import numpy as np
-
-    from unet.errors import InputFileError
 
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / np.float32(255)
@@ -253,66 +255,74 @@ def _is_binary(arr) -> bool:
 
 def score_pair(pred_arr, gt_arr, metrics, pred_path: Path, gt_path: Path, *,
                seed_threshold: float | None = None, pred_kind: str | None = None) -> tuple[dict, list[str]]:
-    """Compute the requested metrics for one (prediction, ground truth) pair.
+    """Compute the requested metrics for one (prediction, ground truth) pair with :mod:`unet.scoring`.
 
     ``pred_kind`` (``"prob"``, ``"mask"``, ``"labels"`` or None) is what the
     prediction is when known (``--pred-kind``, or the tag ``unet predict`` writes
     into its TIFFs); see :func:`prediction_kind`."""
     import numpy as np
-    from scipy import ndimage
 
-    import unet.metrics as M
-    from unet.errors import InputFileError, UserError
+    from unet import scoring as S
+    from unet.metrics import MetricInputError
 
-    notes = []
     pred_arr = _drop_gray_channels(pred_arr, gt_arr.ndim, pred_path)
     gt_arr = _drop_gray_channels(gt_arr, pred_arr.ndim, gt_path)
     if pred_arr.shape != gt_arr.shape:
         raise UserError(f"{pred_path} has shape {pred_arr.shape} but {gt_path} has shape {gt_arr.shape}")
     if not np.any(gt_arr):
         raise InputFileError(gt_path, "ground truth is empty (all zeros)")
-    values: dict = {}
+    values, notes = {}, []
     try:
         if "isbi" in metrics:
-            r = M.isbi_errors(gt_arr, proposal_in_unit_range(pred_arr, pred_path))
-            values.update(r)
+            values.update(S.isbi_scores([proposal_in_unit_range(pred_arr, pred_path)], [gt_arr]))
         if "seg" in metrics:
-            res = pred_arr
-            kind = prediction_kind(res, pred_kind)
-            if kind == "prob":
-                from unet.inference.labels import cell_instances
-
-                prob = proposal_in_unit_range(res, pred_path)
-                frames = prob.reshape(-1, *prob.shape[-2:])
-                try:
-                    res = np.stack([cell_instances(f, seed_threshold=seed_threshold) for f in frames])
-                except ValueError as err:
-                    raise UserError(f"--seed-threshold: {err}") from err
-                res = res.reshape(prob.shape)
-                how = "components of > 0.5" if seed_threshold is None else \
-                    f"seeded watershed from cores > {seed_threshold:g}"
-                notes.append(f"{pred_path.name}: probability map, cells = {how}")
-            elif kind == "mask":
-                structure = ndimage.generate_binary_structure(res.ndim, 1)
-                if res.ndim >= 3:  # frames (axis 0) are independent: no connectivity across them
-                    structure[0] = structure[2] = False
-                res = ndimage.label(res != 0, structure=structure)[0]
-                notes.append(f"{pred_path.name}: binary mask, objects = its face-connected components")
-            elif res.dtype == np.uint8 and pred_kind is None:
-                notes.append(f"{pred_path.name}: 8-bit image without unet predict's tag read as instance labels "
-                             "(pass --pred-kind prob if it is a 0..255 probability map)")
-            values["seg"] = M.seg_score(gt_arr, res)
+            predicted = _pred_instances(pred_arr, pred_path, pred_kind, seed_threshold, notes)
+            values["seg"] = S.seg([gt_arr], [predicted])
         if "iou" in metrics:
-            pred = pred_arr
-            if prediction_kind(pred, pred_kind) == "prob" or (pred.dtype == np.uint8 and pred_kind is None
-                                                              and not _is_binary(pred)):
-                pred = proposal_in_unit_range(pred, pred_path)  # probability map, > 0.5 is foreground
-            else:
-                pred = pred != 0  # mask or instance labels
-            values["iou"] = M.iou(gt_arr, pred)
-    except M.MetricInputError as err:
+            values.update(S.overlap_scores([gt_arr], [_pred_foreground(pred_arr, pred_path, pred_kind)],
+                                           names=("iou",)))
+    except MetricInputError as err:
         raise UserError(f"{pred_path} vs {gt_path}: {err}") from err
     return values, notes
+
+
+def _pred_instances(pred, path: Path, pred_kind, seed_threshold, notes: list):
+    """The objects of a prediction for ``seg``: cells of a probability map, components of a mask, or its labels."""
+    import numpy as np
+    from scipy import ndimage
+
+    from unet import scoring as S
+
+    kind = prediction_kind(pred, pred_kind)
+    if kind == "prob":
+        prob = proposal_in_unit_range(pred, path)
+        try:
+            cells = S.instances(prob.reshape(-1, *prob.shape[-2:]), seed_threshold=seed_threshold)
+        except ValueError as err:
+            raise UserError(f"--seed-threshold: {err}") from err
+        how = "components of > 0.5" if seed_threshold is None else f"seeded watershed from cores > {seed_threshold:g}"
+        notes.append(f"{path.name}: probability map, cells = {how}")
+        return np.stack(cells).reshape(prob.shape)
+    if kind == "mask":
+        structure = ndimage.generate_binary_structure(pred.ndim, 1)
+        if pred.ndim >= 3:  # frames (axis 0) are independent: no connectivity across them
+            structure[0] = structure[2] = False
+        notes.append(f"{path.name}: binary mask, objects = its face-connected components")
+        return ndimage.label(pred != 0, structure=structure)[0]
+    if pred.dtype == np.uint8 and pred_kind is None:
+        notes.append(f"{path.name}: 8-bit image without unet predict's tag read as instance labels "
+                     "(pass --pred-kind prob if it is a 0..255 probability map)")
+    return pred
+
+
+def _pred_foreground(pred, path: Path, pred_kind):
+    """The foreground of a prediction for ``iou``: a probability map as it is (> 0.5 counts), else nonzero."""
+    import numpy as np
+
+    if prediction_kind(pred, pred_kind) == "prob" or (pred.dtype == np.uint8 and pred_kind is None
+                                                      and not _is_binary(pred)):
+        return proposal_in_unit_range(pred, path)
+    return pred != 0  # mask or instance labels
 
 
 def default_metrics(gt_arrays) -> list[str]:
@@ -334,9 +344,6 @@ def _table_columns(metrics) -> list[str]:
 
 
 def to_csv(rows: list[dict], columns: list[str]) -> str:
-    import csv
-    import io
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["name", "pred", "gt", *columns], extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -364,13 +371,9 @@ def _print_table(rows, mean, columns, rule, notes):
 
 
 def run(args) -> int:
-    import json
-    import sys
-
     import numpy as np
     from tqdm import tqdm
 
-    from unet.errors import UserError
     from unet.inference.files import read_output_tag
     from unet.io import write_text_atomic
 

@@ -55,17 +55,29 @@ def pixel_counts(labels, proposal, thresholds=ISBI_THRESHOLDS) -> np.ndarray:
     return _pixel_counts(lab, prop, thresholds)
 
 
-def _pixel_counts(lab: np.ndarray, prop: np.ndarray, thresholds) -> np.ndarray:
+def _sweep(row, lab: np.ndarray, prop: np.ndarray, thresholds, columns: int, dtype) -> np.ndarray:
+    """``row(lab, p64, th)`` at each threshold, one row each: the official script's threshold loop.
+
+    ``p64`` is the float32 proposal as float64, as the official script compares it (``float64(P) > th``).
+    """
     p64 = prop.astype(np.float64)
-    out = np.zeros((len(thresholds), 4), dtype=np.int64)
+    out = np.zeros((len(thresholds), columns), dtype=dtype)
     for k, th in enumerate(thresholds):
-        L = lab > th
-        P = p64 > th
-        tp = int(np.count_nonzero(L & P))
-        fp = int(np.count_nonzero(P)) - tp
-        fn = int(np.count_nonzero(L)) - tp
-        out[k] = tp, fp, fn, L.size - tp - fp - fn
+        out[k] = row(lab, p64, th)
     return out
+
+
+def _pixel_counts(lab: np.ndarray, prop: np.ndarray, thresholds) -> np.ndarray:
+    return _sweep(_pixel_row, lab, prop, thresholds, 4, np.int64)
+
+
+def _pixel_row(lab: np.ndarray, p64: np.ndarray, th: float) -> tuple[int, int, int, int]:
+    L = lab > th
+    P = p64 > th
+    tp = int(np.count_nonzero(L & P))
+    fp = int(np.count_nonzero(P)) - tp
+    fn = int(np.count_nonzero(L)) - tp
+    return tp, fp, fn, L.size - tp - fp - fn
 
 
 def pixel_error(labels, proposal, *, threshold: float | None = None) -> float:
@@ -117,28 +129,28 @@ def rand_sums(labels, proposal, thresholds=ISBI_THRESHOLDS) -> np.ndarray:
 
 
 def _rand_sums(lab: np.ndarray, prop: np.ndarray, thresholds) -> np.ndarray:
-    p64 = prop.astype(np.float64)
-    out = np.zeros((len(thresholds), 3), dtype=np.float64)
-    for k, th in enumerate(thresholds):
-        T = A = B = 0
-        for s in range(lab.shape[0]):
-            gt_cells = lab[s] > th
-            if not gt_cells.any():
-                continue
-            gi = _components(gt_cells)[gt_cells].astype(np.int64)
-            pj = _components(p64[s] > th)[gt_cells].astype(np.int64)
-            # n_ij over ground-truth cell pixels; singletons where j = 0
-            # (proposal membrane inside a cell) are each their own cluster.
-            base = int(pj.max()) + 1
-            pairs, n_ij = np.unique(gi * base + pj, return_counts=True)
-            inside = pairs % base > 0
-            n_i0 = int(n_ij[~inside].sum())
-            T += int(np.sum(n_ij[inside] ** 2)) + n_i0
-            A += int(np.sum(np.bincount(gi).astype(np.int64) ** 2))
-            col = np.bincount(pj[pj > 0]).astype(np.int64)
-            B += int(np.sum(col**2)) + n_i0
-        out[k] = T, A, B
-    return out
+    return _sweep(_rand_row, lab, prop, thresholds, 3, np.float64)
+
+
+def _rand_row(lab: np.ndarray, p64: np.ndarray, th: float) -> tuple[int, int, int]:
+    T = A = B = 0
+    for s in range(lab.shape[0]):
+        gt_cells = lab[s] > th
+        if not gt_cells.any():
+            continue
+        gi = _components(gt_cells)[gt_cells].astype(np.int64)
+        pj = _components(p64[s] > th)[gt_cells].astype(np.int64)
+        # n_ij over ground-truth cell pixels; singletons where j = 0
+        # (proposal membrane inside a cell) are each their own cluster.
+        base = int(pj.max()) + 1
+        pairs, n_ij = np.unique(gi * base + pj, return_counts=True)
+        inside = pairs % base > 0
+        n_i0 = int(n_ij[~inside].sum())
+        T += int(np.sum(n_ij[inside] ** 2)) + n_i0
+        A += int(np.sum(np.bincount(gi).astype(np.int64) ** 2))
+        col = np.bincount(pj[pj > 0]).astype(np.int64)
+        B += int(np.sum(col**2)) + n_i0
+    return T, A, B
 
 
 def rand_error(labels, proposal, *, threshold: float | None = None) -> float:

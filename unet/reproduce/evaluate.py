@@ -11,21 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
+from unet import scoring as S
+from unet.data import DEFAULT_NORMALIZE, load_sample
+from unet.inference import predict_tiled
+from unet.inference.labels import MEMBRANE_MIN_SEED_GRID, MEMBRANE_SEED_GRID, SEED_THRESHOLD
+from unet.inference.labels import membrane_watershed as close_gaps  # `membrane_watershed` names options here
+from unet.io import read_image, write_image
 from unet.reproduce.experiment import METRICS, WATERSHED_SUFFIX
 
 
 #: seed thresholds tried on a fold's training images (:func:`choose_seed_threshold`)
 SEED_GRID = (0.6, 0.7, 0.8, 0.9, 0.95)
-
-
-def _seg(labels, preds) -> float:
-    """SEG pooled over every ground-truth object of all frames (frames may differ in size)."""
-    from unet import metrics as M
-
-    if len({g.shape for g in labels}) == 1:
-        return float(M.seg_score(np.stack(labels), np.stack(preds)))
-    jac = [j for g, r in zip(labels, preds) for _, _, j in M.seg_jaccards(g[None], r[None])]
-    return float(sum(jac) / len(jac))
 
 
 def choose_seed_threshold(probs, labels, *, grid=SEED_GRID, min_size: int = 0) -> tuple[float, dict]:
@@ -34,11 +30,8 @@ def choose_seed_threshold(probs, labels, *, grid=SEED_GRID, min_size: int = 0) -
     Returns the threshold and ``{threshold: SEG}`` for every one tried. Ties go
     to the first in ``grid``.
     """
-    from unet.inference.labels import cell_instances
-
     labels = [np.asarray(g) for g in labels]
-    scores = {float(t): _seg(labels, [cell_instances(p, seed_threshold=t, min_size=min_size) for p in probs])
-              for t in grid}
+    scores = {float(t): S.seg(labels, S.instances(probs, seed_threshold=t, min_size=min_size)) for t in grid}
     return max(scores, key=lambda t: (scores[t], -list(scores).index(t))), scores
 
 
@@ -57,23 +50,36 @@ def choose_membrane_watershed(probs, labels, *, seed_grid=None, min_seed_grid=No
         ``{"t/m": Rand error}`` for every pair tried, plus ``"none"`` for the
         unprocessed predictions (for the report).
     """
-    from unet import metrics as M
-    from unet.inference.labels import MEMBRANE_MIN_SEED_GRID, MEMBRANE_SEED_GRID, membrane_watershed
-
     seed_grid = MEMBRANE_SEED_GRID if seed_grid is None else seed_grid
     min_seed_grid = MEMBRANE_MIN_SEED_GRID if min_seed_grid is None else min_seed_grid
-    gt = np.stack([((np.asarray(g) > 0) * 255).astype(np.uint8) for g in labels])
+    labels = [np.asarray(g) for g in labels]
     probs = [np.asarray(p, np.float32) for p in probs]
-    scores = {"none": float(M.rand_error(gt, np.stack(probs)))}
+
+    def rand_error(maps) -> float:
+        return float(S.isbi_scores(maps, labels, errors=("rand_error",))["rand_error"])
+
+    scores = {"none": rand_error(probs)}
     best = None
     for t in seed_grid:
         for m in min_seed_grid:
-            r = float(M.rand_error(gt, np.stack([membrane_watershed(p, seed_threshold=t, min_seed_size=m)
-                                                  for p in probs])))
+            r = rand_error([close_gaps(p, seed_threshold=t, min_seed_size=m) for p in probs])
             scores[f"{float(t):g}/{int(m)}"] = r
             if best is None or r < best[0]:
                 best = (r, {"seed_threshold": float(t), "min_seed_size": int(m)})
     return best[1], scores
+
+
+def _predict_saved(model, samples, out_dir, folder: str, *, tta: bool, tile_size, device, progress: bool) -> list:
+    """Overlap-tile cell probabilities of ``samples``, written to ``out_dir/predictions/<folder>/`` and read back."""
+    probs = []
+    for s in samples:
+        img = s.image[0] if s.image.shape[0] == 1 else s.image
+        prob = predict_tiled(model, img, tile_size=tile_size, tta=tta, device=device,
+                             progress=progress)[1].astype(np.float32)
+        path = prediction_path(out_dir, folder, s.name)
+        write_image(path, prob, overwrite=True)
+        probs.append(read_image(path))  # score what was saved
+    return probs
 
 
 def prediction_path(out_dir, variant: str, name: str) -> Path:
@@ -110,32 +116,29 @@ def fold_metrics(kind: str, probs, labels, *, min_size: int = 0, seed_threshold:
         post-processed maps as ``warping_error_watershed``, ... (an extra row
         beyond the paper: gaps of the membrane map closed).
     """
-    from unet import metrics as M
-
     probs = [np.asarray(p, np.float64) for p in probs]
     labels = [np.asarray(g) for g in labels]
     if kind == "isbi":
-        gt = np.stack([((g > 0) * 255).astype(np.uint8) for g in labels])
-        r = M.isbi_errors(gt, np.stack(probs))
-        out = {k: float(r[k]) for k in METRICS["isbi"]} | {
-            "pixel_threshold": r["pixel_threshold"], "rand_threshold": r["rand_threshold"],
-            "warping_threshold": r["warping_threshold"]}
-        if membrane_watershed is not None:
-            from unet.inference.labels import membrane_watershed as close_gaps
-
-            rw = M.isbi_errors(gt, np.stack([close_gaps(p, **membrane_watershed) for p in probs]))
-            out |= {f"{k}{WATERSHED_SUFFIX}": float(rw[k]) for k in METRICS["isbi"]}
-            out["membrane_watershed"] = dict(membrane_watershed)
-        return out
+        return _isbi_fold(probs, labels, membrane_watershed)
     if kind == "seg":
-        from unet.inference.labels import SEED_THRESHOLD, cell_instances
-
         seed = SEED_THRESHOLD if seed_threshold is None else float(seed_threshold)
-        return {"seg": _seg(labels, [cell_instances(p, min_size=min_size) for p in probs]),
-                "seg_watershed": _seg(labels, [cell_instances(p, seed_threshold=seed, min_size=min_size)
-                                               for p in probs]),
+        return {"seg": S.seg(labels, S.instances(probs, min_size=min_size)),
+                "seg_watershed": S.seg(labels, S.instances(probs, seed_threshold=seed, min_size=min_size)),
                 "seed_threshold": seed}
     raise ValueError(f"unknown evaluation kind {kind!r}")
+
+
+def _isbi_fold(probs, labels, watershed: dict | None) -> dict:
+    """The three ISBI errors of the fold's stack with their thresholds, and of the gap-closed maps."""
+    r = S.isbi_scores(probs, labels)
+    out = {k: float(r[k]) for k in METRICS["isbi"]} | {
+        "pixel_threshold": r["pixel_threshold"], "rand_threshold": r["rand_threshold"],
+        "warping_threshold": r["warping_threshold"]}
+    if watershed is not None:
+        rw = S.isbi_scores([close_gaps(p, **watershed) for p in probs], labels)
+        out |= {f"{k}{WATERSHED_SUFFIX}": float(rw[k]) for k in METRICS["isbi"]}
+        out["membrane_watershed"] = dict(watershed)
+    return out
 
 
 def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",), tile_size=None, device=None,
@@ -175,30 +178,19 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
         ``{variant: {metric: value}}``; with ``train_pairs`` also
         ``{"seed_selection": {"threshold": t, "train_seg_watershed": {t: SEG}}}``.
     """
+    # torch comes with the checkpoint, here only: `import unet.reproduce` (`unet reproduce --list`) stays without it
     import torch
 
     from unet.checkpoint import load_checkpoint
-    from unet.data import load_sample
-    from unet.inference import predict_tiled
-    from unet.io import read_image, write_image
 
     device = torch.device(device or "cpu")
     model, meta = load_checkpoint(checkpoint, map_location=device, with_metadata=True)
-    from unet.data import DEFAULT_NORMALIZE
-
     # the checkpoint's own normalisation (as in training); the package default for older checkpoints
     norm = meta.get("normalize") or DEFAULT_NORMALIZE
 
     def predict(samples, variant, folder):
-        probs = []
-        for s in samples:
-            img = s.image[0] if s.image.shape[0] == 1 else s.image
-            prob = predict_tiled(model, img, tile_size=tile_size, tta=variant == "tta", device=device,
-                                 progress=progress)[1].astype(np.float32)
-            path = prediction_path(out_dir, folder, s.name)
-            write_image(path, prob, overwrite=True)
-            probs.append(read_image(path))  # score what was saved
-        return probs
+        return _predict_saved(model, samples, out_dir, folder, tta=variant == "tta", tile_size=tile_size,
+                              device=device, progress=progress)
 
     out, seed = {}, None
     if kind == "seg" and train_pairs:

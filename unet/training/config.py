@@ -20,6 +20,7 @@ import yaml
 from unet.data.augment import Augmentation
 from unet.data.selection import resolve_path  # noqa: F401  (config-relative data paths)
 from unet.errors import ConfigError, UserError  # noqa: F401  (ConfigError: raised here, re-exported)
+from unet.scoring import metric_name
 
 _AUGMENT = Augmentation()
 
@@ -137,8 +138,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    #: metrics computed at validation: iou, dice, pixel, rand, warping, seg
-    metrics: list = field(default_factory=lambda: ["iou", "pixel"])
+    #: metrics computed at validation: iou, dice, pixel_error, rand_error, warping_error, seg (unet.scoring)
+    metrics: list = field(default_factory=lambda: ["iou", "pixel_error"])
     #: metric that selects the best checkpoint, and whether larger is better
     monitor: str = "iou"
     mode: str = "max"
@@ -186,7 +187,6 @@ CHOICES = {
     "eval.mode": ("max", "min"),
     "data.dataset": ("isbi2012", "dic-hela", "phc-u373", "folder"),
 }
-METRICS = ("iou", "dice", "pixel", "rand", "warping", "seg")
 #: deepest U-Net accepted: depth 6 already has a 380 px halo (smallest input tile 828 px) and, with 64
 #: base channels, 500 M parameters; each level more doubles the tile and quadruples the parameters
 MAX_DEPTH = 6
@@ -276,15 +276,28 @@ def _validate(cfg: Config, source: str) -> Config:
                           "parameters)")
     if not 0 <= cfg.model.unet.dropout < 1 or not 0 <= cfg.model.fcn.dropout < 1:
         raise ConfigError(f"{source}: dropout must be in [0, 1)")
-    for m in cfg.eval.metrics:
-        if m not in METRICS:
-            raise ConfigError(f"{source}: eval.metrics: unknown metric {m!r} (choose from {', '.join(METRICS)})")
-    if cfg.eval.monitor not in METRICS + ("pixel_error", "rand_error", "warping_error", "loss"):
-        raise ConfigError(f"{source}: eval.monitor={cfg.eval.monitor!r} is not a metric")
+    _check_eval_metrics(cfg.eval, source)
     cw = cfg.loss.class_weights
     if isinstance(cw, str) and cw != "auto" or isinstance(cw, list) and (len(cw) != 2 or min(cw) < 0):
         raise ConfigError(f"{source}: loss.class_weights must be 'auto', null or [w_background, w_cell]")
     return cfg
+
+
+def _check_eval_metrics(ev, source: str) -> None:
+    """Known metric names (:func:`unet.scoring.metric_name`: ``pixel`` is an alias of ``pixel_error``), and
+    ``eval.monitor`` among ``eval.metrics``: else no validation would report it and ``best.pt`` never be written."""
+    try:
+        computed = [metric_name(m) for m in ev.metrics]
+    except ValueError as err:
+        raise ConfigError(f"{source}: eval.metrics: {err}") from None
+    try:
+        monitor = metric_name(ev.monitor)
+    except ValueError as err:
+        raise ConfigError(f"{source}: eval.monitor: {err}") from None
+    if monitor not in computed:
+        raise ConfigError(f"{source}: eval.monitor={ev.monitor!r} is not among eval.metrics "
+                          f"[{', '.join(ev.metrics)}], so best.pt would never be written: add it there or "
+                          "monitor one of them")
 
 
 def flatten_config(d: dict, prefix: str = "") -> dict:

@@ -32,6 +32,7 @@ import torch
 
 from unet.errors import UserError
 from unet.data.selection import config_pairs, select_pairs  # noqa: F401  (their home: unet.data.selection)
+from unet.scoring import metric_name, score_probabilities
 from unet.training.config import Config, save_config
 from unet.training.distributed import (
     DIVERGED,
@@ -601,7 +602,8 @@ def _log_rows(path: Path, *, up_to: int) -> list[dict]:
 
 
 def _monitor_key(name: str) -> str:
-    return {"pixel": "pixel_error", "rand": "rand_error", "warping": "warping_error"}.get(name, name)
+    """The results' name of a configured metric (``pixel`` is an alias of ``pixel_error``): :func:`unet.scoring.metric_name`."""
+    return metric_name(name)
 
 
 def _better(value, best, mode) -> bool:
@@ -610,47 +612,17 @@ def _better(value, best, mode) -> bool:
     return value > best if mode == "max" else value < best
 
 
-def evaluate_predictions(probs, gts, instances=None, *, metrics=("iou", "pixel"), min_size: int = 0,
+def evaluate_predictions(probs, gts, instances=None, *, metrics=("iou", "pixel_error"), min_size: int = 0,
                          threshold: float = 0.5) -> dict:
-    """Metrics of foreground probability maps against binary targets (0 bg, 1 cell, 255 ignore).
+    """Validation metrics of cell-probability maps against training targets (0 bg, 1 cell, 255 ignore).
 
-    ISBI errors (pixel, Rand, warping) are computed on the stack of images when
-    they share a shape (counts summed over slices, as the challenge does), else
-    averaged per image.  ``seg`` compares connected components of ``prob >
-    threshold`` with the instance labels.
+    :func:`unet.scoring.score_probabilities` (the scoring of ``unet evaluate`` and
+    ``unet reproduce``) with the targets' cells as the foreground of the pixel
+    measures and their annotated pixels only in IoU and Dice; ``seg`` compares
+    the cells of ``prob > threshold`` with ``instances`` (skipped without them).
     """
-    from unet import metrics as M
-
-    out: dict = {}
-    masks = [g != IGNORE_INDEX for g in gts]
-    same = len({p.shape for p in probs}) == 1
-
-    def isbi(fn):
-        if same:
-            return float(fn(np.stack([(g == 1) * 255 for g in gts]).astype(np.uint8),
-                            np.stack(probs).astype(np.float64)))
-        return float(np.mean([fn(((g == 1) * 255).astype(np.uint8), p.astype(np.float64))
-                              for g, p in zip(gts, probs)]))
-
-    if "iou" in metrics or "dice" in metrics:
-        fg_p = np.concatenate([(p[m] > threshold) for p, m in zip(probs, masks)])
-        fg_g = np.concatenate([(g[m] == 1) for g, m in zip(gts, masks)])
-        if "iou" in metrics:
-            out["iou"] = float(M.iou(fg_g, fg_p))
-        if "dice" in metrics:
-            out["dice"] = float(M.dice(fg_g, fg_p))
-    if "pixel" in metrics:
-        out["pixel_error"] = isbi(M.pixel_error)
-    if "rand" in metrics:
-        out["rand_error"] = isbi(M.rand_error)
-    if "warping" in metrics:
-        out["warping_error"] = isbi(M.warping_error)
-    if "seg" in metrics and instances is not None:
-        from unet.inference.labels import cell_instances
-
-        preds = [cell_instances(p, threshold=threshold, min_size=min_size) for p in probs]
-        # pooled over all ground-truth objects of all frames, as the challenge does; frames
-        # without annotated objects contribute nothing
-        jac = [j for g, r in zip(instances, preds) if g.any() for *_, j in M.seg_jaccards(g[None], r[None])]
-        out["seg"] = float(np.mean(jac)) if jac else float("nan")
-    return out
+    if instances is None:
+        metrics = [m for m in metrics if metric_name(m) != "seg"]
+    return score_probabilities(probs, gts if instances is None else instances, metrics=metrics,
+                               cells=[g == 1 for g in gts], valid=[g != IGNORE_INDEX for g in gts],
+                               threshold=threshold, min_size=min_size)
