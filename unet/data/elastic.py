@@ -32,6 +32,8 @@ import math
 import numpy as np
 import scipy.ndimage as ndi
 
+from unet.data._warp import warp_kernel
+
 #: paper Sec. 3.1
 GRID = 3
 SIGMA = 10.0
@@ -115,8 +117,6 @@ def warp(coef: np.ndarray, *, origin, size, displacement=None, matrix=None, targ
     -------
     image (C, th, tw) float32, target (oh, ow) uint8 or None, weight (oh, ow) float32 or None
     """
-    from unet.data._warp import warp_kernel
-
     th, tw = (size, size) if np.isscalar(size) else (int(size[0]), int(size[1]))
     oh, ow = (th, tw) if out_size is None else ((out_size, out_size) if np.isscalar(out_size) else tuple(out_size))
     if (th - oh) % 2 or (tw - ow) % 2 or oh > th or ow > tw:
