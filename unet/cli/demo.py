@@ -28,6 +28,7 @@ def register(sub):
 
 def run(args) -> int:
     # imported here: `unet --help` imports every CLI module and must not load torch, scipy or numpy
+    from unet.io import write_text_atomic
     from unet.training.config import load_config
     from unet.training.trainer import Trainer
 
@@ -56,8 +57,6 @@ def run(args) -> int:
     print("paper (U-Net, ISBI test set, full-size network and schedule): pixel 0.0611, Rand 0.0382, warping 0.000353")
     summary = {"per_slice": rows, "train_seconds": round(t_train, 1), "total_seconds": round(time.time() - t0, 1),
                "config": str(out / "config.yaml"), "checkpoint": str(out / "last.pt")}
-    from unet.io import write_text_atomic  # lazy: numpy (see above)
-
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2), overwrite=True)
     print(f"wrote {out / 'metrics.json'}, {pred_dir}/*.tif, {out / 'overlays'}/*.png, {out / 'curves.png'} "
           f"in {summary['total_seconds']:.0f} s")
