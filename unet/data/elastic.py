@@ -32,8 +32,6 @@ import math
 import numpy as np
 import scipy.ndimage as ndi
 
-from unet.data._warp import warp_kernel
-
 #: paper Sec. 3.1
 GRID = 3
 SIGMA = 10.0
@@ -117,6 +115,10 @@ def warp(coef: np.ndarray, *, origin, size, displacement=None, matrix=None, targ
     -------
     image (C, th, tw) float32, target (oh, ow) uint8 or None, weight (oh, ow) float32 or None
     """
+    # imported here, not at the top: numba's import (0.3 s) is paid only by callers that warp; the training
+    # config imports this module for the augmentation defaults (`unet reproduce --list`, config checks)
+    from unet.data._warp import warp_kernel
+
     th, tw = (size, size) if np.isscalar(size) else (int(size[0]), int(size[1]))
     oh, ow = (th, tw) if out_size is None else ((out_size, out_size) if np.isscalar(out_size) else tuple(out_size))
     if (th - oh) % 2 or (tw - ow) % 2 or oh > th or ow > tw:
