@@ -24,7 +24,7 @@ import torch
 
 from unet.errors import InputFileError
 from unet.io import atomic_path
-from unet.models import unwrap
+from unet.models import create_model, list_models, unwrap
 
 FORMAT = "unet-checkpoint"
 VERSION = 1
@@ -106,8 +106,6 @@ def check_finite_weights(state_dict: dict, path) -> None:
 
 def build_model(payload: dict, path) -> torch.nn.Module:
     """The (untrained) model a checkpoint describes; an unknown name or argument names the file."""
-    from unet.models import create_model, list_models
-
     name, kwargs = payload.get("model"), payload.get("model_kwargs", {})
     if name not in list_models():
         raise InputFileError(path, f"checkpoint names an unknown model {name!r} (this unet has "

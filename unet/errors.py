@@ -8,6 +8,8 @@ other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import warnings
+
 
 class UserError(Exception):
     """Bad input, configuration or environment, with a message naming the file and the problem."""
@@ -68,6 +70,4 @@ class UnetWarning(UserWarning):
 
 def warn(message: str) -> None:
     """Warn the user in one line (``unet CMD: warning: ...`` on the command line)."""
-    import warnings
-
     warnings.warn(message, UnetWarning, stacklevel=2)

@@ -2,7 +2,7 @@
 
 The trainer (curves and overlays of a run) and :mod:`unet.reproduce.figures`
 (the comparison figure of a reproduction) draw with these; matplotlib is
-imported only when a figure is drawn, and files are written atomically.
+imported (and its Agg backend chosen) only when a figure is drawn, and files are written atomically.
 """
 
 from __future__ import annotations
@@ -11,10 +11,16 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import skimage.io
+from skimage.segmentation import find_boundaries
+
+from unet.io import atomic_path
 
 
 def pyplot():
     """matplotlib.pyplot with the file-only Agg backend (no display needed)."""
+    # imported here, not at the top: choosing the backend is process-wide, so it happens when a
+    # figure is drawn, not when an interactive session merely imports unet.viz
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
@@ -25,8 +31,6 @@ def pyplot():
 
 def save_png(fig, path):
     """Write ``fig`` as a PNG to ``path`` atomically, replacing an older picture."""
-    from unet.io import atomic_path
-
     with atomic_path(path, overwrite=True) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
@@ -78,8 +82,6 @@ def grey_rgb(image: np.ndarray) -> np.ndarray:
 def overlay_rgb(image: np.ndarray, prob: np.ndarray, labels: np.ndarray | None = None,
                 threshold: float = 0.5) -> np.ndarray:
     """RGB uint8: the image in grey, predicted foreground tinted, its outline in yellow, the truth's in cyan."""
-    from skimage.segmentation import find_boundaries
-
     rgb = grey_rgb(image[0] if image.ndim == 3 else image)
     fg = prob > threshold
     rgb[fg] = 0.65 * rgb[fg] + 0.35 * np.array([1.0, 0.2, 0.2])
@@ -91,10 +93,6 @@ def overlay_rgb(image: np.ndarray, prob: np.ndarray, labels: np.ndarray | None =
 
 def plot_overlays(images, probs, labels, names, out_dir) -> list[Path]:
     """One PNG per image: prediction (red, yellow outline) and ground truth (cyan outline) over the image."""
-    import skimage.io
-
-    from unet.io import atomic_path
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

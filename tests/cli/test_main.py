@@ -33,3 +33,14 @@ def test_info_refuses_a_non_positive_input_size(capsys, size):
     assert main(["info", "--input-size", size]) == 2
     err = capsys.readouterr().err.strip()
     assert "--input-size must be a positive number" in err and "\n" not in err
+
+
+def test_help_and_import_load_no_heavy_library():
+    """`unet --help` and `import unet` stay fast: the CLI modules import torch & co. only when a command runs."""
+    heavy = ("torch", "scipy", "skimage", "dask", "numba", "matplotlib", "numpy")
+    code = ("import sys\nimport unet, unet.reproduce, unet.data, unet.inference\nfrom unet.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

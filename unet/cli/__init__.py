@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import threading
+import warnings
 
 from unet import __version__
 from unet.errors import UnetWarning, user_message
@@ -52,9 +54,6 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
-    import warnings
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -9,7 +9,12 @@ writes overlay PNGs.
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
+
+from unet.cli.train import CONFIG_DIR, add_run_options, overrides_from
+from unet.errors import UserError
 
 
 def register(sub):
@@ -17,24 +22,13 @@ def register(sub):
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo run in --out")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo run in --out")
-    from unet.cli.train import add_run_options
-
     add_run_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import json
-    import time
-
-    import numpy as np
-
-    from unet import metrics as M
-    from unet.cli.train import CONFIG_DIR, overrides_from
-    from unet.data import load_sample
-    from unet.errors import UserError
-    from unet.inference import predict_file
-    from unet.io import read_image, write_text_atomic
+    # imported here: `unet --help` imports every CLI module and must not load torch, scipy or numpy
+    from unet.io import write_text_atomic
     from unet.training.config import load_config
     from unet.training.trainer import Trainer
 
@@ -54,25 +48,9 @@ def run(args) -> int:
 
     print(f"[2/3] overlap-tile prediction of the held-out slices from {out / 'last.pt'}")
     pred_dir = out / "predictions"
-    names, probs, labels = [], [], []
-    for s in trainer.val_samples:
-        name = str(s.name).replace("/", "_")
-        pair_image = _pair_of(trainer, s.name).image
-        target = pred_dir / f"{name}.tif"
-        predict_file(out / "last.pt", pair_image, target, output="prob", overwrite=True)
-        names.append(name)
-        probs.append(np.asarray(read_image(target), dtype=np.float64))
-        labels.append(((s.labels > 0) * 255).astype(np.uint8))
+    names, probs, labels = _predict_held_out(trainer, out / "last.pt", pred_dir)
     print("[3/3] evaluation (ISBI 2012 challenge measures; lower is better, IoU higher is better)")
-    rows = {}
-    for n, p, g in zip(names, probs, labels):
-        r = M.isbi_errors(g, p)
-        rows[n] = {"pixel_error": r["pixel_error"], "rand_error": r["rand_error"],
-                   "warping_error": r["warping_error"], "iou": float(M.iou(g > 0, p > 0.5))}
-    stack = M.isbi_errors(np.stack(labels), np.stack(probs))
-    rows["all (stack)"] = {"pixel_error": stack["pixel_error"], "rand_error": stack["rand_error"],
-                           "warping_error": stack["warping_error"],
-                           "iou": float(M.iou(np.stack(labels) > 0, np.stack(probs) > 0.5))}
+    rows = _scores(names, probs, labels)
     print(f"{'slice':<12} {'pixel':>8} {'Rand':>8} {'warping':>9} {'IoU':>7}")
     for n, r in rows.items():
         print(f"{n:<12} {r['pixel_error']:8.4f} {r['rand_error']:8.4f} {r['warping_error']:9.6f} {r['iou']:7.4f}")
@@ -85,8 +63,44 @@ def run(args) -> int:
     return 0
 
 
+def _predict_held_out(trainer, checkpoint: Path, pred_dir: Path):
+    """Predict each validation slice from ``checkpoint`` as ``unet predict`` would; names, probabilities, masks."""
+    import numpy as np  # lazy: see run()
+
+    from unet.inference import predict_file
+    from unet.io import read_image
+
+    names, probs, labels = [], [], []
+    for s in trainer.val_samples:
+        name = str(s.name).replace("/", "_")
+        target = pred_dir / f"{name}.tif"
+        predict_file(checkpoint, _pair_of(trainer, s.name).image, target, output="prob", overwrite=True)
+        names.append(name)
+        probs.append(np.asarray(read_image(target), dtype=np.float64))
+        labels.append(((s.labels > 0) * 255).astype(np.uint8))
+    return names, probs, labels
+
+
+def _scores(names, probs, labels) -> dict:
+    """The ISBI errors and IoU of each slice and of the stack of all of them."""
+    import numpy as np  # lazy: see run()
+
+    from unet import metrics as M
+
+    rows = {}
+    for n, p, g in zip(names, probs, labels):
+        r = M.isbi_errors(g, p)
+        rows[n] = {"pixel_error": r["pixel_error"], "rand_error": r["rand_error"],
+                   "warping_error": r["warping_error"], "iou": float(M.iou(g > 0, p > 0.5))}
+    stack = M.isbi_errors(np.stack(labels), np.stack(probs))
+    rows["all (stack)"] = {"pixel_error": stack["pixel_error"], "rand_error": stack["rand_error"],
+                           "warping_error": stack["warping_error"],
+                           "iou": float(M.iou(np.stack(labels) > 0, np.stack(probs) > 0.5))}
+    return rows
+
+
 def _pair_of(trainer, name):
-    from unet.data import dataset_pairs
+    from unet.data import dataset_pairs  # lazy: see run()
     from unet.data.selection import resolve_path
 
     cfg = trainer.cfg

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import unet  # names load lazily (lazy_loader): no torch at `unet --help`
+from unet.errors import UserError
+
 
 def register(sub):
     p = sub.add_parser("info", help="list models, their parameter counts and tile geometry; or describe a checkpoint",
@@ -16,8 +19,6 @@ def register(sub):
 
 
 def _geometry(model, input_size: int) -> str:
-    import unet
-
     try:
         return f"{input_size} -> {unet.output_size(model, input_size)}"
     except ValueError as err:
@@ -26,7 +27,7 @@ def _geometry(model, input_size: int) -> str:
 
 def describe_checkpoint(path, *, input_size: int = 572) -> list[str]:
     """Lines describing the model in checkpoint ``path``, ending with whether it is seamless."""
-    import unet
+    # imported here: `unet --help` imports every CLI module and must not load torch
     from unet.checkpoint import load_checkpoint
     from unet.models.seamless import tile_dependence
 
@@ -42,9 +43,6 @@ def describe_checkpoint(path, *, input_size: int = 572) -> list[str]:
 
 
 def run(args) -> int:
-    import unet
-    from unet.errors import UserError
-
     if args.input_size < 1:
         raise UserError(f"--input-size must be a positive number of pixels, got {args.input_size}")
     if args.checkpoint is not None:

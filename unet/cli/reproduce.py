@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+
+from unet.errors import UserError
+
 
 def register(sub):
     p = sub.add_parser(
@@ -34,9 +38,8 @@ def register(sub):
 
 
 def run(args) -> int:
-    import shlex
-
-    from unet.errors import UserError
+    # imported here: `unet --help` imports every CLI module and must not load scipy (experiment files are
+    # read with the training config's YAML loader) or torch (the runner trains)
     from unet.reproduce.experiment import list_experiments, load_experiment
 
     if args.list:

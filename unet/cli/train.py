@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from unet.errors import UserError
 from unet.resources import CONFIG_DIR  # unet/configs (the repository's configs/), shipped in the wheel
 
 
@@ -57,13 +58,12 @@ def register(sub):
 
 
 def run(args) -> int:
+    # imported here: `unet --help` imports every CLI module and must not load torch or scipy
     from unet.checkpoint import read_checkpoint
     from unet.training.config import flatten_config, load_config
     from unet.training.trainer import Trainer
 
     if args.resume and args.overwrite:
-        from unet.errors import UserError
-
         raise UserError("--resume and --overwrite exclude each other")
     overrides = overrides_from(args)
     if args.resume and (Path(args.out) / "last.pt").exists():

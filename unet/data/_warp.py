@@ -30,6 +30,36 @@ def _bspline_weights(t, out):
     out[3] = t * t * t / 6.0
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cubic_mirrored(coef, iy, ix, wy, wx, yi, xi, out_img, u, v):
+    # every channel's cubic B-spline at one pixel near the border: the 4x4 coefficients mirrored
+    nc, h, w = coef.shape
+    for k in range(4):
+        yi[k] = _fold(iy + k, h)
+        xi[k] = _fold(ix + k, w)
+    for c in range(nc):
+        acc = 0.0
+        for p in range(4):
+            row = 0.0
+            for q in range(4):
+                row += wx[q] * coef[c, yi[p], xi[q]]
+            acc += wy[p] * row
+        out_img[c, u, v] = acc
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _linear(weight, y, x, fy, fx, h, w):
+    # the weight map, bilinear at (y, x) (mirrored beyond the border)
+    ay = y - fy
+    ax = x - fx
+    y0 = _fold(int(fy), h)
+    y1 = _fold(int(fy) + 1, h)
+    x0 = _fold(int(fx), w)
+    x1 = _fold(int(fx) + 1, w)
+    return ((1.0 - ay) * ((1.0 - ax) * weight[y0, x0] + ax * weight[y0, x1])
+            + ay * ((1.0 - ax) * weight[y1, x0] + ax * weight[y1, x1]))
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def warp_kernel(coef, target, weight, ty, mx, oy, ox, a, hy, hx, have_t, have_w, out_img, out_t, out_w):
     nc, h, w = coef.shape
@@ -69,28 +99,11 @@ def warp_kernel(coef, target, weight, ty, mx, oy, ox, a, hy, hx, have_t, have_w,
                                         + wx[2] * coef[c, r, ix + 2] + wx[3] * coef[c, r, ix + 3])
                     out_img[c, u, v] = acc
             else:
-                for k in range(4):
-                    yi[k] = _fold(iy + k, h)
-                    xi[k] = _fold(ix + k, w)
-                for c in range(nc):
-                    acc = 0.0
-                    for p in range(4):
-                        row = 0.0
-                        for q in range(4):
-                            row += wx[q] * coef[c, yi[p], xi[q]]
-                        acc += wy[p] * row
-                    out_img[c, u, v] = acc
+                _cubic_mirrored(coef, iy, ix, wy, wx, yi, xi, out_img, u, v)
             ou = u - hy
             ov = v - hx
             if 0 <= ou < oh and 0 <= ov < ow:
                 if have_t:
                     out_t[ou, ov] = target[_fold(int(math.floor(y + 0.5)), h), _fold(int(math.floor(x + 0.5)), w)]
                 if have_w:
-                    ay = y - fy
-                    ax = x - fx
-                    y0 = _fold(int(fy), h)
-                    y1 = _fold(int(fy) + 1, h)
-                    x0 = _fold(int(fx), w)
-                    x1 = _fold(int(fx) + 1, w)
-                    out_w[ou, ov] = ((1.0 - ay) * ((1.0 - ax) * weight[y0, x0] + ax * weight[y0, x1])
-                                     + ay * ((1.0 - ax) * weight[y1, x0] + ax * weight[y1, x1]))
+                    out_w[ou, ov] = _linear(weight, y, x, fy, fx, h, w)

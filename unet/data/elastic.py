@@ -115,6 +115,8 @@ def warp(coef: np.ndarray, *, origin, size, displacement=None, matrix=None, targ
     -------
     image (C, th, tw) float32, target (oh, ow) uint8 or None, weight (oh, ow) float32 or None
     """
+    # imported here, not at the top: numba's import (0.3 s) is paid only by callers that warp; the training
+    # config imports this module for the augmentation defaults (`unet reproduce --list`, config checks)
     from unet.data._warp import warp_kernel
 
     th, tw = (size, size) if np.isscalar(size) else (int(size[0]), int(size[1]))

@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import skimage.measure
+import tifffile
 
 from unet.data.normalize import DEFAULT_NORMALIZE, apply_ranges, intensity_ranges
-from unet.errors import InputFileError, UserError
+from unet.errors import InputFileError, UserError, warn
 from unet.io import IMAGE_SUFFIXES, read_image
 
 #: Frames of the Cell Tracking Challenge gold truth whose SEG mask annotates only
@@ -121,8 +123,6 @@ def isbi2012_pairs(root, *, split: str = "train") -> list[ImagePair]:
             raise UserError(f"{part}: no labels folder (expected {part / 'labels'})")
         return _match_by_stem(images, _images_in(lab_dir), img_dir, lab_dir, prefix="train/")
     if stack.is_file():
-        import tifffile
-
         try:
             with tifffile.TiffFile(stack) as tif:
                 shape = tif.series[0].shape
@@ -296,8 +296,6 @@ def labels_from_mask(mask: np.ndarray, *, kind: str = "auto", path=None) -> np.n
         {0, 255} or {0, 1} (one id for every object: splitting it into connected
         components is right whether it meant "binary" or "one cell"), otherwise instance.
     """
-    import skimage.measure
-
     where = path if path is not None else "mask"
     mask = np.asarray(mask)
     if mask.ndim == 3 and mask.shape[-1] in (3, 4):  # RGB(A) binary masks saved by paint programs
@@ -382,7 +380,5 @@ def check_pixels(image: np.ndarray, path) -> None:
             raise InputFileError(path, f"{bad} of {image.size} pixels are NaN or infinite (replace them, e.g. "
                                        "by the image's median, or leave the image out)")
     if image.size and image.dtype.kind in "uifb" and image.min() == image.max():
-        from unet.errors import warn
-
         warn(f"{path}: the image is constant (every pixel is {float(image.flat[0]):g}): it carries no information")
 

@@ -22,12 +22,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from unet.data.augment import Augmentation
 from unet.data.elastic import spline_coefficients, warp
 from unet.data.targets import IGNORE_INDEX, PARTIAL_MARGIN, training_target
 from unet.data.weights import GAP_WIDTH, SIGMA, W0, class_weights_from, weight_map
+from unet.io import atomic_path
 from unet.mirror import MIRROR_MODE, mirror_indices  # noqa: F401  (MIRROR_MODE: re-exported by unet.data)
 
 
@@ -131,8 +133,6 @@ class TileDataset(Dataset):
         w = weight_map(sample.labels, w0=w0, sigma=sigma, class_weights=self.class_weights, target=target,
                        gap_weight=self.gap[0], gap_width=self.gap[1])
         if key is not None:
-            from unet.io import atomic_path
-
             key.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(key, overwrite=True) as tmp:
                 with open(tmp, "wb") as fh:
@@ -186,8 +186,6 @@ class TileDataset(Dataset):
         return image, target, weight
 
     def __getitem__(self, index: int) -> dict:
-        import torch
-
         image, target, weight = self.sample(index)
         return {"image": torch.from_numpy(image), "target": torch.from_numpy(target.astype(np.int64)),
                 "weight": torch.from_numpy(weight)}
@@ -195,8 +193,6 @@ class TileDataset(Dataset):
 
 def init_worker(worker_id: int) -> None:
     """``worker_init_fn`` of every training DataLoader: one torch thread per worker process."""
-    import torch
-
     torch.set_num_threads(1)  # each worker one core: workers are the parallelism
 
 

@@ -32,6 +32,8 @@ import math
 
 import numpy as np
 import scipy.ndimage as ndi
+import skimage.measure
+from skimage.morphology import skeletonize
 
 from unet.data._edt import distance_to_label
 from unet.data.targets import IGNORE_INDEX, training_target
@@ -49,8 +51,6 @@ def as_instances(labels: np.ndarray) -> np.ndarray:
     """Instance labels; a boolean mask becomes its 4-connected components."""
     labels = np.asarray(labels)
     if labels.dtype == bool:
-        import skimage.measure
-
         return skimage.measure.label(labels, connectivity=1).astype(np.int32)
     return labels
 
@@ -129,8 +129,6 @@ def thin_membrane_weight(target: np.ndarray, *, width: float = GAP_WIDTH) -> np.
     width : float
         Membrane thickness (px) at which the weight has fallen to exp(-1/2).
     """
-    from skimage.morphology import skeletonize
-
     target = np.asarray(target)
     membrane = target == 0
     out = np.zeros(target.shape, np.float32)

@@ -75,7 +75,8 @@ def unwrap(model):
 
 
 def _import_builtin():
-    # Registration happens on import of the architecture modules.
+    # Registration happens on import of the architecture modules; imported here, not at the top, because
+    # they import register_model from this module (an import cycle) and torch, which `import unet.models` does not need.
     from unet.models import fcn, unet_paper  # noqa: F401
 
 

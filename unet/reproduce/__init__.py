@@ -12,24 +12,19 @@ Protocol (never tune on the test fold): inside a fold the trainer gets no
 validation set (``data.val: none``), so nothing measured on held-out images can
 select a checkpoint, a step count or a threshold; the reported numbers are
 computed once, at the end, from ``last.pt``.  :func:`check_no_leak` enforces it.
+
+Names are loaded lazily (``lazy_loader``): ``unet reproduce --list`` reads the experiment files
+without importing torch, which the runner needs (it trains).
 """
 
-from unet.reproduce.experiment import (  # noqa: F401
-    EXPERIMENT_DIR,
-    Experiment,
-    Run,
-    list_experiments,
-    load_experiment,
-)
-from unet.reproduce.folds import Fold, check_no_leak, contiguous_folds, resolve_folds  # noqa: F401
-from unet.reproduce.evaluate import choose_seed_threshold, evaluate_fold, fold_metrics  # noqa: F401
-from unet.reproduce.report import check_targets, render_markdown, summarize, write_report  # noqa: F401
-from unet.reproduce.runner import run_experiment  # noqa: F401
+from __future__ import annotations
 
-__all__ = [
-    "EXPERIMENT_DIR", "Experiment", "Run", "list_experiments", "load_experiment",
-    "Fold", "check_no_leak", "contiguous_folds", "resolve_folds",
-    "evaluate_fold", "fold_metrics", "choose_seed_threshold",
-    "check_targets", "render_markdown", "summarize", "write_report",
-    "run_experiment",
-]
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "experiment": ["EXPERIMENT_DIR", "Experiment", "Run", "list_experiments", "load_experiment"],
+    "folds": ["Fold", "check_no_leak", "contiguous_folds", "resolve_folds"],
+    "evaluate": ["evaluate_fold", "fold_metrics", "choose_seed_threshold"],
+    "report": ["check_targets", "render_markdown", "summarize", "write_report"],
+    "runner": ["run_experiment"],
+})

@@ -39,8 +39,8 @@ from pathlib import Path
 import yaml
 
 from unet.errors import UserError
-
 from unet.resources import CONFIG_DIR
+from unet.training.config import load_yaml
 
 #: ``unet/configs/reproduce/`` (the repository's ``configs/reproduce/``), shipped in the wheel
 EXPERIMENT_DIR = CONFIG_DIR / "reproduce"
@@ -148,8 +148,6 @@ def load_experiment(name_or_path) -> Experiment:
     """Read and validate an experiment: a name in ``configs/reproduce/`` or a YAML path."""
     path = find_experiment(name_or_path)
     try:
-        from unet.training.config import load_yaml
-
         d = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ExperimentError(f"{path}: invalid YAML ({err})") from err
@@ -166,7 +164,20 @@ def load_experiment(name_or_path) -> Experiment:
         base = (path.parent / base).resolve()
     if not base.is_file():
         raise ExperimentError(f"{path}: base config {base} not found")
-    ev = dict(d["evaluation"])
+    ev, runs = _evaluation(path, d["evaluation"]), _runs(path, d["runs"])
+    _check_folds(path, d["folds"])
+    exp = Experiment(name=str(d.get("name", path.stem)), title=str(d.get("title", path.stem)), path=path, base=base,
+                     folds=d["folds"], evaluation=ev, runs=runs, profiles=dict(d["profiles"]),
+                     paper=list(d.get("paper") or []), targets=list(d.get("targets") or []),
+                     compare=list(d.get("compare") or []), notes=str(d.get("notes") or ""))
+    _check_targets(exp)
+    _check_profiles(exp)
+    return exp
+
+
+def _evaluation(path: Path, evaluation) -> dict:
+    """``evaluation:`` checked, with its defaults (no gap closing, no TTA)."""
+    ev = dict(evaluation)
     if ev.get("kind") not in METRICS:
         raise ExperimentError(f"{path}: evaluation.kind must be one of {', '.join(METRICS)}, got {ev.get('kind')!r}")
     if not isinstance(ev.setdefault("membrane_watershed", False), bool) or \
@@ -175,14 +186,21 @@ def load_experiment(name_or_path) -> Experiment:
     tta = ev.setdefault("tta", [False])
     if not isinstance(tta, list) or not tta or not all(isinstance(t, bool) for t in tta):
         raise ExperimentError(f"{path}: evaluation.tta must be a list of booleans, e.g. [false, true]")
+    return ev
+
+
+def _runs(path: Path, items) -> list[Run]:
     runs = []
-    for r in d["runs"] or []:
+    for r in items or []:
         if not isinstance(r, dict) or "name" not in r:
             raise ExperimentError(f"{path}: each run needs a name, got {r!r}")
         runs.append(Run(name=str(r["name"]), label=str(r.get("label", r["name"])), set=dict(r.get("set") or {})))
     if not runs or len({r.name for r in runs}) != len(runs):
         raise ExperimentError(f"{path}: runs must be a non-empty list with distinct names")
-    folds = d["folds"]
+    return runs
+
+
+def _check_folds(path: Path, folds) -> None:
     if isinstance(folds, dict):
         k = folds.get("contiguous")
         if set(folds) != {"contiguous"} or not isinstance(k, int) or k < 2:
@@ -193,28 +211,31 @@ def load_experiment(name_or_path) -> Experiment:
                 raise ExperimentError(f"{path}: each fold needs exactly name, train and test, got {f!r}")
     else:
         raise ExperimentError(f"{path}: folds must be {{contiguous: K}} or a non-empty list")
-    exp = Experiment(name=str(d.get("name", path.stem)), title=str(d.get("title", path.stem)), path=path, base=base,
-                     folds=folds, evaluation=ev, runs=runs, profiles=dict(d["profiles"]), paper=list(d.get("paper") or []),
-                     targets=list(d.get("targets") or []), compare=list(d.get("compare") or []),
-                     notes=str(d.get("notes") or ""))
-    names = {r.name for r in runs}
+
+
+def _check_targets(exp: Experiment) -> None:
+    """``targets:`` and ``compare:`` name runs and metrics of the experiment."""
+    names = {r.name for r in exp.runs}
     for t in exp.targets:
         if t.get("run") not in names or t.get("metric") not in exp.metrics or t.get("op") not in OPS \
                 or not isinstance(t.get("value"), (int, float)):
-            raise ExperimentError(f"{path}: bad target {t!r} (needs run in {sorted(names)}, metric in "
+            raise ExperimentError(f"{exp.path}: bad target {t!r} (needs run in {sorted(names)}, metric in "
                                   f"{list(exp.metrics)}, op in {list(OPS)}, numeric value)")
     for c in exp.compare:
         if c.get("better") not in names or c.get("worse") not in names:
-            raise ExperimentError(f"{path}: bad comparison {c!r} (better/worse must name runs)")
+            raise ExperimentError(f"{exp.path}: bad comparison {c!r} (better/worse must name runs)")
+
+
+def _check_profiles(exp: Experiment) -> None:
+    names = {r.name for r in exp.runs}
     for name, prof in exp.profiles.items():
         if prof is not None and not isinstance(prof, dict):
-            raise ExperimentError(f"{path}: profiles.{name} must be a mapping")
+            raise ExperimentError(f"{exp.path}: profiles.{name} must be a mapping")
         if (prof or {}).get("selection"):
-            _check_selection(exp, (prof or {})["selection"], f"{path}: profiles.{name}.selection")
+            _check_selection(exp, (prof or {})["selection"], f"{exp.path}: profiles.{name}.selection")
         for rn in ((prof or {}).get("runs") or {}):
             if rn not in names:
-                raise ExperimentError(f"{path}: profiles.{name}.runs.{rn}: no such run")
-    return exp
+                raise ExperimentError(f"{exp.path}: profiles.{name}.runs.{rn}: no such run")
 
 
 #: keys of ``profiles.P.selection`` (nested validation; see :func:`unet.reproduce.runner.select_in_fold`)

@@ -11,8 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from skimage.color import label2rgb
+from skimage.segmentation import find_boundaries
 
-from unet.viz import grey_rgb
+from unet.data import load_sample
+from unet.inference import cell_instances
+from unet.io import read_image
+from unet.metrics import pixel_error, rand_error, seg_score
+from unet.reproduce.evaluate import prediction_path
+from unet.viz import grey_rgb, pyplot, save_png
 
 #: colours of the ISBI error overlay: membrane called cell (gaps, which merge cells), cell called membrane
 GAP_RGB = (1.0, 0.15, 0.15)
@@ -37,9 +44,6 @@ def membrane_errors_rgb(prob: np.ndarray, labels: np.ndarray, *, threshold: floa
 
 def instances_rgb(image: np.ndarray, instances: np.ndarray) -> np.ndarray:
     """RGB float image: each instance in its own colour over the grey image, outlines in white."""
-    from skimage.color import label2rgb
-    from skimage.segmentation import find_boundaries
-
     rgb = label2rgb(instances, image=grey_rgb(np.asarray(image, dtype=np.float64))[..., 0], alpha=0.4, bg_label=0)
     rgb[find_boundaries(instances, mode="inner")] = 1.0
     return rgb
@@ -47,12 +51,8 @@ def instances_rgb(image: np.ndarray, instances: np.ndarray) -> np.ndarray:
 
 def _panel_score(kind: str, labels: np.ndarray, prob: np.ndarray) -> tuple[str, np.ndarray | None]:
     """The per-image score written above a prediction, and (for ``seg``) the instances it scored."""
-    from unet.metrics import pixel_error, rand_error, seg_score
-
     if kind == "isbi":
         return f"pixel {pixel_error(labels, prob):.3f}, Rand {rand_error(labels, prob):.3f}", None
-    from unet.inference import cell_instances
-
     inst = cell_instances(prob)
     return f"SEG {seg_score(labels, inst):.3f}", inst
 
@@ -80,8 +80,6 @@ def plot_comparison(rows, *, kind: str, path, crop: int | None = 256):
     -------
     Path
     """
-    from unet.viz import pyplot, save_png
-
     if kind not in ("isbi", "seg"):
         raise ValueError(f"kind must be 'isbi' or 'seg', not {kind!r}")
     if not rows:
@@ -92,34 +90,35 @@ def plot_comparison(rows, *, kind: str, path, crop: int | None = 256):
     for ax in axes.ravel():
         ax.axis("off")
     for i, row in enumerate(rows):
-        image, labels = np.asarray(row["image"], dtype=np.float64), np.asarray(row["labels"])
-        view = (slice(None), slice(None))
-        if kind == "isbi" and crop and min(image.shape) > crop:
-            y, x = (image.shape[0] - crop) // 2, (image.shape[1] - crop) // 2
-            view = (slice(y, y + crop), slice(x, x + crop))
-        axes[i, 0].imshow(grey_rgb(image[view]))
-        axes[i, 0].set_title(row["title"], fontsize=8)
-        truth = (labels > 0).astype(float) if kind == "isbi" else instances_rgb(image, labels)
-        axes[i, 1].imshow(truth[view], cmap="gray", vmin=0, vmax=1)
-        axes[i, 1].set_title("ground truth", fontsize=8)
-        for j, (label, prob) in enumerate(row["predictions"]):
-            score, inst = _panel_score(kind, labels, np.asarray(prob))
-            shown = membrane_errors_rgb(prob, labels) if kind == "isbi" else instances_rgb(image, inst)
-            axes[i, 2 + j].imshow(shown[view])
-            axes[i, 2 + j].set_title(f"{label}\n{score}", fontsize=8)
+        _draw_row(axes[i], row, kind=kind, crop=crop)
     fig.tight_layout()
     save_png(fig, path)
     plt.close(fig)
     return Path(path)
 
 
+def _draw_row(axes, row: dict, *, kind: str, crop: int | None) -> None:
+    """One row of :func:`plot_comparison`: the image, its ground truth, each run's prediction."""
+    image, labels = np.asarray(row["image"], dtype=np.float64), np.asarray(row["labels"])
+    view = (slice(None), slice(None))
+    if kind == "isbi" and crop and min(image.shape) > crop:
+        y, x = (image.shape[0] - crop) // 2, (image.shape[1] - crop) // 2
+        view = (slice(y, y + crop), slice(x, x + crop))
+    axes[0].imshow(grey_rgb(image[view]))
+    axes[0].set_title(row["title"], fontsize=8)
+    truth = (labels > 0).astype(float) if kind == "isbi" else instances_rgb(image, labels)
+    axes[1].imshow(truth[view], cmap="gray", vmin=0, vmax=1)
+    axes[1].set_title("ground truth", fontsize=8)
+    for j, (label, prob) in enumerate(row["predictions"]):
+        score, inst = _panel_score(kind, labels, np.asarray(prob))
+        shown = membrane_errors_rgb(prob, labels) if kind == "isbi" else instances_rgb(image, inst)
+        axes[2 + j].imshow(shown[view])
+        axes[2 + j].set_title(f"{label}\n{score}", fontsize=8)
+
+
 def comparison_rows(folds, run_reports, pairs_by_name, *, variant: str) -> list[dict]:
     """:func:`plot_comparison`'s rows: the middle held-out image of each fold and every run's saved
     prediction of it (``RUN/FOLD/predictions/<variant>/``). Folds with a missing prediction are left out."""
-    from unet.data import load_sample
-    from unet.io import read_image
-    from unet.reproduce.evaluate import prediction_path
-
     rows = []
     for fold in folds:
         name = fold.test[len(fold.test) // 2]

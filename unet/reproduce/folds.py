@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from unet.data.selection import select_pairs
 from unet.errors import UserError
 
 
@@ -50,8 +51,6 @@ def resolve_folds(spec, pairs) -> list[Fold]:
     ``{name, train, test}`` -> each ``train``/``test`` selected with
     :func:`unet.data.selection.select_pairs` (a slice ``"a:b"`` or name patterns).
     """
-    from unet.data.selection import select_pairs
-
     names = [p.name for p in pairs]
     folds = []
     if isinstance(spec, dict):

@@ -16,11 +16,12 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from unet.errors import UserError
+from unet.io import write_text_atomic
 from unet.reproduce.experiment import LOWER_IS_BETTER
 
-REPO = Path(__file__).resolve().parents[2]
 METRIC_TITLES = {"warping_error": "warping error", "rand_error": "Rand error", "pixel_error": "pixel error",
                  "seg": "SEG", "seg_watershed": "SEG, watershed", "warping_error_watershed": "warping error, gaps closed",
                  "rand_error_watershed": "Rand error, gaps closed", "pixel_error_watershed": "pixel error, gaps closed"}
@@ -112,22 +113,42 @@ def check_comparisons(compare, summaries, metrics, variants) -> list[dict]:
 
 
 # ------------------------------------------------------------------------ environment
-def git_commit(repo=REPO) -> dict:
-    """``{"commit": HEAD or "unknown", "dirty": bool or None}`` of the repository holding this code."""
+def git_commit(*places) -> dict:
+    """The commit of the first git repository that holds one of ``places`` (default: the current directory).
+
+    ``{"commit": HEAD, "dirty": bool, "repository": top folder, "dirty_in": what was checked}``, or
+    ``{"commit": "unknown", "dirty": None}`` when no place is in a repository (or git is missing).  A
+    repository that ignores the place does not count: a wheel installed in a repository's ignored
+    virtual environment is not that repository's code.  ``dirty``: uncommitted changes to ``unet/`` or
+    ``configs/`` in a checkout of this package, anywhere in the repository otherwise.
+    """
+    for place in places or (Path.cwd(),):
+        place = Path(place).resolve()
+        folder = place if place.is_dir() else place.parent
+        top = _git(["rev-parse", "--show-toplevel"], folder)
+        if top is None or top.returncode != 0:
+            continue
+        ignored = _git(["check-ignore", "-q", str(place)], folder)
+        head = _git(["rev-parse", "HEAD"], folder)
+        if ignored is None or ignored.returncode == 0 or head is None or head.returncode != 0:
+            continue
+        root = Path(top.stdout.strip())
+        scope = ["unet", "configs"] if (root / "unet" / "reproduce" / "report.py").is_file() else []
+        diff = _git(["diff", "--quiet", "HEAD", "--", *scope], root)
+        return {"commit": head.stdout.strip(), "dirty": None if diff is None else diff.returncode == 1,
+                "repository": str(root), "dirty_in": "unet/ or configs/" if scope else "the repository"}
+    return {"commit": "unknown", "dirty": None}
+
+
+def _git(args: list, cwd: Path):
+    """``git ARGS`` in ``cwd`` (its CompletedProcess), or None when git cannot run."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return {"commit": "unknown", "dirty": None}
-        diff = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "unet", "configs"], cwd=repo,
-                              capture_output=True, timeout=30)
-        return {"commit": head.stdout.strip(), "dirty": diff.returncode == 1}
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown", "dirty": None}
+        return None
 
 
 def machine_info(device: str = "cpu") -> dict:
-    import torch
-
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "device": str(device), "torch_threads": torch.get_num_threads()}
@@ -150,12 +171,30 @@ def _hms(seconds: float) -> str:
 
 def render_markdown(report: dict) -> str:
     """The human-readable report of ``report`` (the dict written to ``report.json``)."""
-    metrics = report["metrics"]
     lines = [f"# {report['title']}", ""]
     lines += [f"Experiment `{report['experiment']}`, profile `{report['profile']}`: {report['profile_description']}", ""]
     if report.get("partial"):
         lines += [f"**Partial run**: {report['partial']}", ""]
-    lines += ["## Results", ""]
+    lines += _results_lines(report)
+    lines += _postprocessing_lines(report)
+    lines += _reading_lines(report)
+    lines += _selection_lines(report)
+    lines += _target_lines(report)
+    lines += ["## Protocol", "", report["protocol"], ""]
+    for f in report["folds"]:
+        lines.append(f"- **{f['name']}**: {f['description']}")
+    lines += [""]
+    if report.get("notes"):
+        lines += [report["notes"].strip(), ""]
+    lines += _provenance_lines(report)
+    lines += _run_table_lines(report)
+    return "\n".join(lines)
+
+
+def _results_lines(report: dict) -> list[str]:
+    """The results table: each run's mean ± std per variant and its per-fold numbers, then the paper's rows."""
+    metrics = report["metrics"]
+    lines = ["## Results", ""]
     head = "| | TTA | " + " | ".join(METRIC_TITLES[m] for m in metrics) + " | per fold |"
     lines += [head, "|" + "---|" * (len(metrics) + 3)]
     for run in report["runs"]:
@@ -170,6 +209,12 @@ def render_markdown(report: dict) -> str:
     for row in report["paper"]:
         cells = [_fmt(row[m], m) if isinstance(row.get(m), (int, float)) else "-" for m in metrics]
         lines.append(f"| {row['name']} | {row.get('tta', '-')} | " + " | ".join(cells) + f" | {row.get('note', '')} |")
+    return lines
+
+
+def _postprocessing_lines(report: dict) -> list[str]:
+    """How the post-processing parameters (watershed seeds, gap closing) were chosen, fold by fold."""
+    lines = []
     seeds = [f"{run['name']} {fold}: {r['metrics']['seed_selection']['threshold']:g}"
              for run in report["runs"] for fold, r in run["folds"].items() if "seed_selection" in r["metrics"]]
     if seeds:
@@ -185,11 +230,16 @@ def render_markdown(report: dict) -> str:
                       "probability that draws one-pixel boundaries between confident cell cores "
                       "(`unet.inference.membrane_watershed`); its parameters were chosen on each fold's training "
                       "slices by Rand error, never on its test slices: " + "; ".join(closed) + "."]
-    lines += ["", f"Ours: mean ± sample standard deviation over {report['n_folds']} fold(s) "
-                  f"({', '.join(f['name'] for f in report['folds'])}). "
-                  + ("Lower is better for every error. " if report["kind"] == "isbi" else "Higher SEG is better. ")
-                  + "The paper's numbers are on the challenge's own test set and are shown for scale, not as a "
-                    "like-for-like comparison.", ""]
+    return lines
+
+
+def _reading_lines(report: dict) -> list[str]:
+    """How to read the table (what ours and the paper's numbers are) and the comparison figure."""
+    lines = ["", f"Ours: mean ± sample standard deviation over {report['n_folds']} fold(s) "
+                 f"({', '.join(f['name'] for f in report['folds'])}). "
+                 + ("Lower is better for every error. " if report["kind"] == "isbi" else "Higher SEG is better. ")
+                 + "The paper's numbers are on the challenge's own test set and are shown for scale, not as a "
+                   "like-for-like comparison.", ""]
     if report.get("figure"):
         what = ("the cell probability in grey; red: membrane predicted as cell (the gaps that merge cells), "
                 "blue: cell predicted as membrane, at threshold 0.5; the central 256x256 pixels, scores of "
@@ -197,40 +247,47 @@ def render_markdown(report: dict) -> str:
                 "the cells as the paper takes them (components of probability > 0.5), SEG of the frame")
         lines += [f"![one held-out image per fold]({report['figure']})", "",
                   f"One held-out image per fold (the middle one), ground truth and every run: {what}.", ""]
-    lines += _selection_lines(report)
-    if report["targets"] or report["comparisons"]:
-        lines += ["## Targets", ""]
-        for t in report["targets"] + report["comparisons"]:
-            lines.append(f"- {t['statement']}")
-        n_missed = sum(not t["met"] for t in report["targets"] + report["comparisons"])
-        lines += ["", f"{n_missed} of {len(report['targets']) + len(report['comparisons'])} target checks missed."
-                  if n_missed else "Every target is met.", ""]
-    lines += ["## Protocol", "", report["protocol"], ""]
-    for f in report["folds"]:
-        lines.append(f"- **{f['name']}**: {f['description']}")
-    lines += [""]
-    if report.get("notes"):
-        lines += [report["notes"].strip(), ""]
-    lines += ["## How these numbers were made", "", "```", report["command"], "```", ""]
+    return lines
+
+
+def _target_lines(report: dict) -> list[str]:
+    checks = report["targets"] + report["comparisons"]
+    if not checks:
+        return []
+    lines = ["## Targets", ""] + [f"- {t['statement']}" for t in checks]
+    n_missed = sum(not t["met"] for t in checks)
+    return lines + ["", f"{n_missed} of {len(checks)} target checks missed." if n_missed else "Every target is met.", ""]
+
+
+def _provenance_lines(report: dict) -> list[str]:
+    """How the numbers were made: command, git commit, machine, times, reused trainings."""
+    lines = ["## How these numbers were made", "", "```", report["command"], "```", ""]
     g = report["git"]
-    lines.append(f"- git commit: `{g['commit']}`" + (" (with uncommitted changes in unet/ or configs/)" if g.get("dirty") else ""))
+    lines.append(f"- git commit: `{g['commit']}`" + (f" (with uncommitted changes in {g.get('dirty_in', 'unet/ or configs/')})"
+                                                      if g.get("dirty") else ""))
     m = report["machine"]
     lines.append(f"- machine: {m['platform']}, {m['cpu_count']} CPU(s), torch {m['torch']}, device {m['device']}"
                  + (f" ({m['gpu']})" if m.get("gpu") else ""))
     lines.append(f"- started {report['started']}, finished {report['finished']}, wall time {_hms(report['wall_seconds'])}")
+    final = _hms(sum(r["wall_seconds"] for r in report["runs"]))
     searched = [r for r in report["runs"] if "search_seconds" in r]
     if searched:
         lines.append("- nested selection (search trainings, reported apart from the final trainings and their "
                      "budget): " + "; ".join(f"{r['name']} {_hms(r['search_seconds'])}" for r in searched)
-                     + f"; final trainings and predictions: {_hms(sum(r['wall_seconds'] for r in report['runs']))}")
+                     + f"; final trainings and predictions: {final}")
     folds = [f for run in report["runs"] for f in run["folds"].values()]
     reused = [f for f in folds if f.get("reused")]
     if reused:
         rescored = sum(1 for f in reused if f.get("rescored"))
         lines.append(f"- {len(reused)} of {len(folds)} trainings were finished by earlier invocations and reused"
                      + (f" ({rescored} of them scored again with the current evaluation)" if rescored else "")
-                     + f"; all trainings and evaluations together: {_hms(sum(r['wall_seconds'] for r in report['runs']))}")
-    lines += ["", "| run | model | steps | seed | wall time (train + predict) | checkpoints |", "|---|---|---|---|---|---|"]
+                     + f"; all trainings and evaluations together: {final}")
+    return lines
+
+
+def _run_table_lines(report: dict) -> list[str]:
+    """One row per run (model, steps, seeds, time, checkpoints), then each run's overrides of the base config."""
+    lines = ["", "| run | model | steps | seed | wall time (train + predict) | checkpoints |", "|---|---|---|---|---|---|"]
     for run in report["runs"]:
         cks = ", ".join(f"[{Path(f['checkpoint']).name}]({f['checkpoint']})" if f.get("checkpoint") else
                         f"({f.get('checkpoint_note', 'not copied')})" for f in run["folds"].values())
@@ -243,7 +300,7 @@ def render_markdown(report: dict) -> str:
         ov = ", ".join(f"{k}={v}" for k, v in run["overrides"].items()) or "(none)"
         lines.append(f"- {run['name']}: {ov}")
     lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _selection_lines(report: dict) -> list[str]:
@@ -286,8 +343,6 @@ def write_report(out_dir, report: dict, *, overwrite: bool = False) -> tuple[Pat
     Both files are checked before either is written: an existing report is
     only replaced with ``overwrite=True`` (:class:`UserError` otherwise).
     """
-    from unet.io import write_text_atomic
-
     out = Path(out_dir)
     js, md = out / "report.json", out / "report.md"
     if not overwrite:

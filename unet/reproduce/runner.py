@@ -13,24 +13,36 @@ Layout::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shlex
 import shutil
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+
+from unet.checkpoint import read_checkpoint
+from unet.data.selection import config_pairs, select_pairs
 from unet.errors import UserError
-from unet.reproduce.experiment import Experiment, load_experiment
-from unet.reproduce.folds import Fold, check_no_leak, resolve_folds, select_folds
-from unet.training.config import flatten_config
-from unet.reproduce.report import PROTOCOL, check_comparisons, check_targets, git_commit, machine_info, summarize, write_report
+from unet.io import atomic_path, write_text_atomic
+from unet.reproduce.evaluate import evaluate_fold
+from unet.reproduce.experiment import LOWER_IS_BETTER, WATERSHED_SUFFIX, Experiment, load_experiment
+from unet.reproduce.figures import comparison_rows, plot_comparison
+from unet.reproduce.folds import Fold, carve_validation, check_no_leak, resolve_folds, select_folds
+from unet.reproduce.report import (PROTOCOL, check_comparisons, check_targets, git_commit, machine_info, summarize,
+                                   write_report)
+from unet.training.config import flatten_config, load_config, parse_overrides
+from unet.training.trainer import Trainer, pick_device
 
 #: largest checkpoint copied into results/ (issue 7: each <= 10 MB)
 MAX_CHECKPOINT_BYTES = 10 * 1000 * 1000
 #: config keys that do not change what is trained (where and how fast only)
 _RUNTIME_KEYS = ("base_dir", "train.device", "train.threads", "train.num_workers", "eval.overlays")
+_HINT = "pass --resume to keep finished work and continue, or --overwrite to start over"
 
 
 def _now() -> str:
@@ -47,8 +59,6 @@ def build_config(exp: Experiment, run, *, profile: str, overrides=(), fold: Fold
                  extra_set: dict | None = None):
     """The training config of ``run`` (and ``fold``): base -> profile -> run -> ``extra_set`` (a
     candidate of nested selection) -> ``--set`` -> fold data."""
-    from unet.training.config import load_config, parse_overrides
-
     for key, _ in parse_overrides(list(overrides)):
         if key in ("data.train", "data.val"):
             raise UserError(f"--set {key}: the experiment's folds decide which images train and test; "
@@ -67,15 +77,11 @@ def build_config(exp: Experiment, run, *, profile: str, overrides=(), fold: Fold
 
 
 def _pairs(cfg):
-    from unet.data.selection import config_pairs
-
     return config_pairs(cfg)
 
 
 def _check_selection(cfg, pairs, fold: Fold):
     """The trainer will see exactly the fold's training images (its name patterns could match more)."""
-    from unet.data.selection import select_pairs
-
     chosen = [p.name for p in select_pairs(pairs, cfg.data.train, what="train")]
     if sorted(chosen) != sorted(fold.train):
         raise UserError(f"fold {fold.name}: image names select {len(chosen)} training images instead of "
@@ -83,6 +89,7 @@ def _check_selection(cfg, pairs, fold: Fold):
     check_no_leak(chosen, fold.test, val=cfg.data.val)
 
 
+# ------------------------------------------------------------------------------- one fold
 def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=False, overwrite=False,
              quiet=False, train_pairs=None) -> dict:
     """Train ``cfg`` on the fold (or resume / reuse it), predict the held-out images, score them.
@@ -91,55 +98,19 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
     lacks a measure the evaluation now reports: then its final checkpoint is
     scored again (the training time of the result is kept).
     """
-    from unet.checkpoint import read_checkpoint
-    from unet.io import write_text_atomic
-    from unet.reproduce.evaluate import evaluate_fold
-    from unet.training.trainer import Trainer, pick_device
-
     fold_dir = Path(fold_dir)
-    result_path = fold_dir / "result.json"
-    last = fold_dir / "last.pt"
+    result_path, last = fold_dir / "result.json", fold_dir / "last.pt"
     key = config_key(cfg.to_dict())
-    hint = "pass --resume to keep finished work and continue, or --overwrite to start over"
 
     def score():
-        return evaluate_fold(last, test_pairs, fold_dir, kind=exp.evaluation["kind"], variants=exp.variants,
-                             tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device),
-                             min_size=cfg.eval.min_size, train_pairs=train_pairs,
-                             membrane_watershed=bool(exp.evaluation.get("membrane_watershed")))
+        return _score(exp, cfg, last, test_pairs, fold_dir, train_pairs=train_pairs)
+
     if overwrite and fold_dir.exists():
-        marks = ("config.yaml", "last.pt", "result.json", "log.csv", "predictions")
-        if any(fold_dir.iterdir()) and not any((fold_dir / m).exists() for m in marks):
-            raise UserError(f"{fold_dir}: not a training folder of unet reproduce; refusing to delete it")
-        shutil.rmtree(fold_dir)
+        _remove_fold(fold_dir)
     if result_path.exists():
-        if not resume:
-            raise UserError(f"{fold_dir}: holds a finished run; {hint}")
-        res = json.loads(result_path.read_text())
-        if res.get("config_key") != key:
-            raise UserError(f"{fold_dir}: was trained with another config; pass --overwrite to retrain it")
-        res["reused"] = True
-        have = {m for v in exp.variants for m in res["metrics"].get(v, {})}
-        if set(exp.metrics) <= have:
-            return res
-        t1 = time.perf_counter()
-        res["metrics"] = score()
-        res.update(eval_seconds=round(time.perf_counter() - t1, 1), rescored=_now())
-        write_text_atomic(result_path, json.dumps(res, indent=2) + "\n", overwrite=True)
-        return res
+        return _reuse_finished(exp, result_path, key, score, resume=resume)
     t0 = time.perf_counter()
-    resumed = False
-    if last.exists():
-        if not resume:
-            raise UserError(f"{fold_dir}: holds an unfinished run; {hint}")
-        payload = read_checkpoint(last)
-        if config_key(payload["metadata"]["config"]) != key:
-            raise UserError(f"{last}: was trained with another config; pass --overwrite to retrain it")
-        if int(payload["step"]) < cfg.train.steps:
-            Trainer(cfg, fold_dir, resume=True, quiet=quiet).fit()
-            resumed = True
-    else:
-        Trainer(cfg, fold_dir, quiet=quiet).fit()
+    resumed = _train(cfg, fold_dir, key, resume=resume, quiet=quiet)
     t1 = time.perf_counter()
     step = int(read_checkpoint(last)["step"])
     if step != cfg.train.steps:
@@ -152,6 +123,57 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
            "checkpoint_path": str(last), "predictions": str(fold_dir / "predictions"), "finished": _now()}
     write_text_atomic(result_path, json.dumps(res, indent=2) + "\n", overwrite=True)
     return res
+
+
+def _score(exp: Experiment, cfg, last: Path, test_pairs, fold_dir: Path, *, train_pairs) -> dict:
+    """The held-out images predicted once from ``last`` and scored (:func:`unet.reproduce.evaluate.evaluate_fold`)."""
+    return evaluate_fold(last, test_pairs, fold_dir, kind=exp.evaluation["kind"], variants=exp.variants,
+                         tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device),
+                         min_size=cfg.eval.min_size, train_pairs=train_pairs,
+                         membrane_watershed=bool(exp.evaluation.get("membrane_watershed")))
+
+
+def _remove_fold(fold_dir: Path) -> None:
+    """``--overwrite``: delete a fold's training folder, never a folder this runner did not write."""
+    marks = ("config.yaml", "last.pt", "result.json", "log.csv", "predictions")
+    if any(fold_dir.iterdir()) and not any((fold_dir / m).exists() for m in marks):
+        raise UserError(f"{fold_dir}: not a training folder of unet reproduce; refusing to delete it")
+    shutil.rmtree(fold_dir)
+
+
+def _reuse_finished(exp: Experiment, result_path: Path, key: str, score, *, resume: bool) -> dict:
+    """A finished fold's result; scored again when it lacks a measure the evaluation now reports."""
+    if not resume:
+        raise UserError(f"{result_path.parent}: holds a finished run; {_HINT}")
+    res = json.loads(result_path.read_text())
+    if res.get("config_key") != key:
+        raise UserError(f"{result_path.parent}: was trained with another config; pass --overwrite to retrain it")
+    res["reused"] = True
+    have = {m for v in exp.variants for m in res["metrics"].get(v, {})}
+    if set(exp.metrics) <= have:
+        return res
+    t1 = time.perf_counter()
+    res["metrics"] = score()
+    res.update(eval_seconds=round(time.perf_counter() - t1, 1), rescored=_now())
+    write_text_atomic(result_path, json.dumps(res, indent=2) + "\n", overwrite=True)
+    return res
+
+
+def _train(cfg, fold_dir: Path, key: str, *, resume: bool, quiet: bool) -> bool:
+    """Train the fold to ``cfg.train.steps`` (continuing ``last.pt`` with ``resume``); True if it was resumed."""
+    last = fold_dir / "last.pt"
+    if not last.exists():
+        Trainer(cfg, fold_dir, quiet=quiet).fit()
+        return False
+    if not resume:
+        raise UserError(f"{fold_dir}: holds an unfinished run; {_HINT}")
+    payload = read_checkpoint(last)
+    if config_key(payload["metadata"]["config"]) != key:
+        raise UserError(f"{last}: was trained with another config; pass --overwrite to retrain it")
+    if int(payload["step"]) < cfg.train.steps:
+        Trainer(cfg, fold_dir, resume=True, quiet=quiet).fit()
+        return True
+    return False
 
 
 def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str, overrides, pairs, by_name,
@@ -172,11 +194,6 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
         ``validation`` (names), ``measure``, ``variant``, ``candidates`` (name,
         overrides, score, seconds), ``chosen``, ``chosen_set``, ``search_seconds``.
     """
-    import dataclasses
-
-    from unet.reproduce.experiment import LOWER_IS_BETTER, WATERSHED_SUFFIX
-    from unet.reproduce.folds import carve_validation
-
     search = carve_validation(fold, int(sel["validation"]), pick=sel.get("pick", "last"))
     measure, variant = sel["measure"], sel.get("variant", "plain")
     # the search is scored on its measure only: one variant, the post-processing only when it is measured
@@ -208,11 +225,6 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
 
 def copy_checkpoint(src, dst, *, note: dict, limit: int = MAX_CHECKPOINT_BYTES) -> str | None:
     """Copy a trainer checkpoint's weights (no optimiser state) to ``dst``; None if over ``limit`` bytes."""
-    import torch
-
-    from unet.checkpoint import read_checkpoint
-    from unet.io import atomic_path
-
     payload = read_checkpoint(src)
     slim = {k: payload[k] for k in ("format", "version", "model", "model_kwargs", "state_dict", "metadata")}
     slim["metadata"] = dict(slim["metadata"], reproduce=note)
@@ -244,6 +256,30 @@ def _rel(path: Path) -> str:
 
 def default_out(exp: Experiment, profile: str) -> Path:
     return Path("results") / (exp.name if profile == "cpu" else f"{exp.name}-{profile}")
+
+
+# ------------------------------------------------------------------------ the experiment
+@dataclass(frozen=True)
+class _Plan:
+    """What one :func:`run_experiment` call trains (experiment, profile, ``--set``, images) and where."""
+
+    exp: Experiment
+    profile: str
+    overrides: tuple
+    out: Path
+    runs_dir: Path
+    pairs: list
+    resume: bool
+    overwrite: bool
+    quiet: bool
+
+    @property
+    def by_name(self) -> dict:
+        return {p.name: p for p in self.pairs}
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(f"[{self.exp.name}] {text}", flush=True)
 
 
 def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None, overrides=(), folds=None,
@@ -286,122 +322,172 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
         raise UserError(f"--profile {profile}: {exp.path} defines {', '.join(exp.profiles)}")
     out = Path(out) if out is not None else default_out(exp, profile)
     runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "reproduce" / out.name
-    for name in ("report.json", "report.md"):
-        if (out / name).exists() and not (overwrite or resume):
-            raise UserError(f"{out / name}: already exists; pass --overwrite to redo the experiment, "
-                            "--resume to finish it and rewrite the report, or --out elsewhere")
+    _refuse_old_report(out, replace=overwrite or resume)
     if command is None:  # called from Python: the equivalent command line
-        cmd = ["unet", "reproduce", str(experiment if not isinstance(experiment, Experiment) else exp.path),
-               "--profile", profile, "--out", str(out), "--runs-dir", str(runs_dir)]
-        if folds:
-            cmd += ["--folds", folds if isinstance(folds, str) else ",".join(map(str, folds))]
-        if runs:
-            cmd += ["--runs", runs if isinstance(runs, str) else ",".join(runs)]
-        for item in overrides:
-            cmd += ["--set", item]
-        cmd += ["--overwrite"] * overwrite + ["--resume"] * resume + ["--no-search"] * (not search)
-        command = shlex.join(cmd)
+        command = _equivalent_command(
+            exp.path if isinstance(experiment, Experiment) else experiment, profile=profile, out=out,
+            runs_dir=runs_dir, folds=folds, runs=runs, overrides=overrides, overwrite=overwrite, resume=resume,
+            search=search)
     chosen_runs = exp.runs if not runs else [exp.run(r.strip()) for r in
                                               (runs.split(",") if isinstance(runs, str) else runs)]
     started, t_start = _now(), time.perf_counter()
-    git = git_commit()  # the code that trains, not whatever is checked out when the last fold ends
+    # the code that trains, not whatever is checked out when the last fold ends: the repository the command
+    # runs in, else the one holding the experiment file (never the enclosing repository of an installed wheel)
+    git = git_commit(Path.cwd(), exp.path)
+    base_cfg = _common_data_config(exp, chosen_runs, profile=profile, overrides=overrides)
+    plan = _Plan(exp=exp, profile=profile, overrides=tuple(overrides), out=out, runs_dir=runs_dir,
+                 pairs=list(_pairs(base_cfg)), resume=resume, overwrite=overwrite, quiet=quiet)
+    all_folds = resolve_folds(exp.folds, plan.pairs)
+    fold_list = select_folds(all_folds, folds)
+    run_reports, searched = [], {}
+    for run in chosen_runs:
+        run_reports.append(_run_all_folds(plan, run, fold_list, search=search, searched=searched))
+    report = _assemble_report(plan, run_reports, fold_list, partial=_partial(exp, fold_list, all_folds, chosen_runs),
+                              device=str(base_cfg.train.device), command=command, git=git,
+                              started=started, t_start=t_start)
+    report["figure"] = _write_figure(exp, fold_list, run_reports, plan.by_name, out)
+    write_report(out, report, overwrite=overwrite or resume)
+    if not quiet:
+        print(f"wrote {out / 'report.md'} and {out / 'report.json'}")
+    return report
 
-    # the folds come from the data the runs train on; every run must see the same images
+
+def _refuse_old_report(out: Path, *, replace: bool) -> None:
+    for name in ("report.json", "report.md"):
+        if (out / name).exists() and not replace:
+            raise UserError(f"{out / name}: already exists; pass --overwrite to redo the experiment, "
+                            "--resume to finish it and rewrite the report, or --out elsewhere")
+
+
+def _equivalent_command(experiment, *, profile, out, runs_dir, folds, runs, overrides, overwrite, resume,
+                        search) -> str:
+    """The ``unet reproduce`` command line that does what a Python call of :func:`run_experiment` does."""
+    cmd = ["unet", "reproduce", str(experiment), "--profile", profile, "--out", str(out), "--runs-dir", str(runs_dir)]
+    if folds:
+        cmd += ["--folds", folds if isinstance(folds, str) else ",".join(map(str, folds))]
+    if runs:
+        cmd += ["--runs", runs if isinstance(runs, str) else ",".join(runs)]
+    for item in overrides:
+        cmd += ["--set", item]
+    cmd += ["--overwrite"] * overwrite + ["--resume"] * resume + ["--no-search"] * (not search)
+    return shlex.join(cmd)
+
+
+def _common_data_config(exp: Experiment, chosen_runs, *, profile: str, overrides):
+    """The config of the first run; every run must train on the same data (the folds come from it)."""
     base_cfgs = {r.name: build_config(exp, r, profile=profile, overrides=overrides) for r in chosen_runs}
     data_keys = {(c.data.dataset, str(c.data.root), c.base_dir) for c in base_cfgs.values()}
     if len(data_keys) != 1:
         raise UserError(f"{exp.path}: the runs use different data; a table compares models on the same folds")
-    pairs = _pairs(next(iter(base_cfgs.values())))
-    all_folds = resolve_folds(exp.folds, pairs)
-    fold_list = select_folds(all_folds, folds)
-    by_name = {p.name: p for p in pairs}
+    return next(iter(base_cfgs.values()))
 
-    run_reports, searched = [], {}
-    for run in chosen_runs:
-        fold_results, selections = {}, {}
-        cfg = None
-        sel = exp.selection(profile, run.name)
-        lead = ((sel or {}).get("follow") or {}).get(run.name)
-        if lead and search and lead not in searched:
-            raise UserError(f"run {run.name} takes the choices of run {lead} (selection.follow): run both "
-                            f"(--runs {lead},{run.name}) or pass --no-search")
-        fixed = {}
-        if sel and not search and sel.get("default") is not None:
-            fixed = next(dict(c.get("set") or {}) for c in sel["candidates"] if str(c["name"]) == str(sel["default"]))
-        for fold in fold_list:
-            chosen = fixed
-            if lead and search:
-                selections[fold.name] = dict(searched[lead][fold.name], followed=lead)
-                chosen = selections[fold.name]["chosen_set"]
-            elif sel and search:
-                selections[fold.name] = select_in_fold(
-                    exp, run, fold, sel, profile=profile, overrides=overrides, pairs=pairs, by_name=by_name,
-                    runs_dir=runs_dir, resume=resume, overwrite=overwrite, quiet=quiet)
-                chosen = selections[fold.name]["chosen_set"]
-                if not quiet:
-                    print(f"[{exp.name}] {run.name} / {fold.name}: chose {selections[fold.name]['chosen']} on "
-                          f"{', '.join(selections[fold.name]['validation'])}", flush=True)
-            cfg = build_config(exp, run, profile=profile, overrides=overrides, fold=fold, extra_set=chosen)
-            _check_selection(cfg, pairs, fold)
-            if not quiet:
-                print(f"[{exp.name}] {run.name} / {fold.name}: {fold.description}", flush=True)
-            res = run_fold(exp, cfg, fold, [by_name[n] for n in fold.test], runs_dir / run.name / fold.name,
-                           resume=resume, overwrite=overwrite, quiet=quiet,
-                           train_pairs=[by_name[n] for n in fold.train])
-            dst = out / "checkpoints" / f"{run.name}-{fold.name.replace('>', '').replace('/', '_')}.pt"
-            copied = copy_checkpoint(res["checkpoint_path"], dst, note={
-                "experiment": exp.name, "run": run.name, "fold": fold.name, "profile": profile,
-                "trained_on": list(fold.train), "held_out": list(fold.test),
-                **({"selected": selections[fold.name]["chosen"], "validation": selections[fold.name]["validation"]}
-                   if fold.name in selections else {})})
-            res = dict(res)
-            if fold.name in selections:
-                res["selected"] = selections[fold.name]["chosen"]
-            if copied:
-                res["checkpoint"] = str(Path(copied).relative_to(out))
-            else:
-                res["checkpoint"] = None
-                res["checkpoint_note"] = f"over {MAX_CHECKPOINT_BYTES / 1e6:.0f} MB, not copied; see {res['checkpoint_path']}"
-            fold_results[fold.name] = res
-        summary = {v: {m: summarize(fold_results[f.name]["metrics"][v][m] for f in fold_list) for m in exp.metrics}
-                   for v in exp.variants}
-        conf = cfg.to_dict()
-        conf["data"]["train"] = "(per fold, see folds)"
-        entry = {
-            "name": run.name, "label": run.label, "model": _model_text(cfg), "steps": cfg.train.steps,
-            "overrides": {**exp.overrides(run, profile), **fixed, **dict(_parse(overrides))},
-            "config": conf, "summary": summary, "folds": fold_results,
-            "wall_seconds": float(sum(r["train_seconds"] + r["eval_seconds"] for r in fold_results.values())),
-        }
+
+def _run_all_folds(plan: _Plan, run, fold_list, *, search: bool, searched: dict) -> dict:
+    """Train and score ``run`` on every fold (after its nested selection, if any); the run's report entry.
+
+    ``searched`` maps each run whose selection has run to its per-fold choices (a
+    run that follows another's selection takes them from there); this run's are added.
+    """
+    exp = plan.exp
+    sel = exp.selection(plan.profile, run.name)
+    lead = ((sel or {}).get("follow") or {}).get(run.name)
+    if lead and search and lead not in searched:
+        raise UserError(f"run {run.name} takes the choices of run {lead} (selection.follow): run both "
+                        f"(--runs {lead},{run.name}) or pass --no-search")
+    fixed = {}
+    if sel and not search and sel.get("default") is not None:
+        fixed = next(dict(c.get("set") or {}) for c in sel["candidates"] if str(c["name"]) == str(sel["default"]))
+    fold_results, selections, cfg = {}, {}, None
+    for fold in fold_list:
         if lead and search:
-            entry["selection_followed"] = lead
-            entry["selected"] = {f: s["chosen"] for f, s in selections.items()}
+            selections[fold.name] = dict(searched[lead][fold.name], followed=lead)
         elif sel and search:
-            searched[run.name] = selections
-            entry["selection"] = selections
-            entry["search_seconds"] = float(sum(s["search_seconds"] for s in selections.values()))
-        elif sel:
-            entry["selection_off"] = (f"--no-search: fixed recipe, candidate {sel['default']}"
-                                      if sel.get("default") is not None else "--no-search: fixed recipe, the run's settings")
-        run_reports.append(entry)
+            selections[fold.name] = select_in_fold(
+                exp, run, fold, sel, profile=plan.profile, overrides=plan.overrides, pairs=plan.pairs,
+                by_name=plan.by_name, runs_dir=plan.runs_dir, resume=plan.resume, overwrite=plan.overwrite,
+                quiet=plan.quiet)
+            plan.say(f"{run.name} / {fold.name}: chose {selections[fold.name]['chosen']} on "
+                     f"{', '.join(selections[fold.name]['validation'])}")
+        chosen = selections[fold.name]["chosen_set"] if fold.name in selections else fixed
+        cfg, fold_results[fold.name] = _final_training(plan, run, fold, chosen, selections.get(fold.name))
+    entry = _run_entry(plan, run, cfg, fold_list, fold_results, fixed)
+    if lead and search:
+        entry["selection_followed"] = lead
+        entry["selected"] = {f: s["chosen"] for f, s in selections.items()}
+    elif sel and search:
+        searched[run.name] = selections
+        entry["selection"] = selections
+        entry["search_seconds"] = float(sum(s["search_seconds"] for s in selections.values()))
+    elif sel:
+        entry["selection_off"] = (f"--no-search: fixed recipe, candidate {sel['default']}"
+                                  if sel.get("default") is not None else "--no-search: fixed recipe, the run's settings")
+    return entry
 
-    summaries = {r["name"]: r["summary"] for r in run_reports}
+
+def _final_training(plan: _Plan, run, fold: Fold, chosen: dict, selection: dict | None):
+    """Train ``run`` with the ``chosen`` settings on the fold's training images, score the held-out ones, copy
+    the final weights to ``out/checkpoints/``; ``(config, the fold's result)``."""
+    cfg = build_config(plan.exp, run, profile=plan.profile, overrides=plan.overrides, fold=fold, extra_set=chosen)
+    _check_selection(cfg, plan.pairs, fold)
+    plan.say(f"{run.name} / {fold.name}: {fold.description}")
+    by_name = plan.by_name
+    res = run_fold(plan.exp, cfg, fold, [by_name[n] for n in fold.test], plan.runs_dir / run.name / fold.name,
+                   resume=plan.resume, overwrite=plan.overwrite, quiet=plan.quiet,
+                   train_pairs=[by_name[n] for n in fold.train])
+    dst = plan.out / "checkpoints" / f"{run.name}-{fold.name.replace('>', '').replace('/', '_')}.pt"
+    copied = copy_checkpoint(res["checkpoint_path"], dst, note={
+        "experiment": plan.exp.name, "run": run.name, "fold": fold.name, "profile": plan.profile,
+        "trained_on": list(fold.train), "held_out": list(fold.test),
+        **({"selected": selection["chosen"], "validation": selection["validation"]} if selection else {})})
+    res = dict(res)
+    if selection:
+        res["selected"] = selection["chosen"]
+    if copied:
+        res["checkpoint"] = str(Path(copied).relative_to(plan.out))
+    else:
+        res["checkpoint"] = None
+        res["checkpoint_note"] = f"over {MAX_CHECKPOINT_BYTES / 1e6:.0f} MB, not copied; see {res['checkpoint_path']}"
+    return cfg, res
+
+
+def _run_entry(plan: _Plan, run, cfg, fold_list, fold_results: dict, fixed: dict) -> dict:
+    """A run's part of the report: its fold results, their summary, its (last fold's) config."""
+    exp = plan.exp
+    summary = {v: {m: summarize(fold_results[f.name]["metrics"][v][m] for f in fold_list) for m in exp.metrics}
+               for v in exp.variants}
+    conf = cfg.to_dict()
+    conf["data"]["train"] = "(per fold, see folds)"
+    return {
+        "name": run.name, "label": run.label, "model": _model_text(cfg), "steps": cfg.train.steps,
+        "overrides": {**exp.overrides(run, plan.profile), **fixed, **dict(parse_overrides(list(plan.overrides)))},
+        "config": conf, "summary": summary, "folds": fold_results,
+        "wall_seconds": float(sum(r["train_seconds"] + r["eval_seconds"] for r in fold_results.values())),
+    }
+
+
+def _partial(exp: Experiment, fold_list, all_folds, chosen_runs) -> str:
+    """What a ``--folds`` / ``--runs`` subset left out ("" for the whole experiment)."""
     partial = []
     if len(fold_list) < len(all_folds):
         partial.append(f"{len(fold_list)} of {len(all_folds)} folds ({', '.join(f.name for f in fold_list)})")
     if len(chosen_runs) < len(exp.runs):
         partial.append(f"{len(chosen_runs)} of {len(exp.runs)} runs ({', '.join(r.name for r in chosen_runs)})")
-    prof = exp.profiles[profile] or {}
-    device = str(next(iter(base_cfgs.values())).train.device)
-    if device == "auto":
-        from unet.training.trainer import pick_device
+    return "; ".join(partial)
 
+
+def _assemble_report(plan: _Plan, run_reports, fold_list, *, partial: str, device: str, command: str, git: dict,
+                     started: str, t_start: float) -> dict:
+    """The report dict (``report.json``): results, targets, protocol and how the numbers were made."""
+    exp = plan.exp
+    summaries = {r["name"]: r["summary"] for r in run_reports}
+    prof = exp.profiles[plan.profile] or {}
+    if device == "auto":
         device = str(pick_device("auto"))
-    report = {
+    return {
         "experiment": exp.name, "title": exp.title, "experiment_file": _rel(exp.path), "base_config": _rel(exp.base),
-        "profile": profile, "profile_description": str(prof.get("description", "")).strip(),
+        "profile": plan.profile, "profile_description": str(prof.get("description", "")).strip(),
         "kind": exp.evaluation["kind"], "metrics": list(exp.metrics), "variants": exp.variants,
-        "partial": "; ".join(partial), "n_folds": len(fold_list),
+        "partial": partial, "n_folds": len(fold_list),
         "folds": [{"name": f.name, "description": f.description, "train": list(f.train), "test": list(f.test)}
                   for f in fold_list],
         "runs": run_reports, "paper": exp.paper,
@@ -410,19 +496,12 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
         "protocol": PROTOCOL, "notes": exp.notes,
         "command": command, "git": git, "machine": machine_info(device),
         "started": started, "finished": _now(), "wall_seconds": round(time.perf_counter() - t_start, 1),
-        "runs_dir": str(runs_dir),
+        "runs_dir": str(plan.runs_dir),
     }
-    report["figure"] = _write_figure(exp, fold_list, run_reports, by_name, out)
-    write_report(out, report, overwrite=overwrite or resume)
-    if not quiet:
-        print(f"wrote {out / 'report.md'} and {out / 'report.json'}")
-    return report
 
 
 def _write_figure(exp: Experiment, fold_list, run_reports, by_name, out: Path) -> str | None:
     """``out/comparison.png`` (one held-out image per fold, every run beside the truth); its name, or None."""
-    from unet.reproduce.figures import comparison_rows, plot_comparison
-
     variant = exp.variants[-1]  # TTA where the experiment has it: the paper's way for ISBI
     rows = comparison_rows(fold_list, run_reports, by_name, variant=variant)
     if not rows:
@@ -430,9 +509,3 @@ def _write_figure(exp: Experiment, fold_list, run_reports, by_name, out: Path) -
     out.mkdir(parents=True, exist_ok=True)
     plot_comparison(rows, kind=exp.evaluation["kind"], path=out / "comparison.png")
     return "comparison.png"
-
-
-def _parse(overrides):
-    from unet.training.config import parse_overrides
-
-    return parse_overrides(list(overrides))
