@@ -3,7 +3,7 @@
 A manifest records where a dataset comes from (official URLs and SHA-256),
 its layout, label convention, pixel size, citation and terms of use; see
 ``datasets/README.md`` for the schema.  :func:`fetch` downloads into a
-temporary folder beside the destination and renames it into place only when
+temporary folder beside the destination (:func:`unet.io.atomic_path`) and renames it into place only when
 every file is downloaded, verified and unpacked, so an interrupted or offline
 run leaves nothing half-written.  :func:`check` validates a local copy.
 """
@@ -11,9 +11,6 @@ run leaves nothing half-written.  :func:`check` validates a local copy.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -22,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from unet.errors import InputFileError, UserError
+from unet.io import atomic_path
 from unet.resources import MANIFEST_DIR  # unet/datasets (the repository's datasets/), shipped in the wheel
 
 CHUNK = 1 << 20
@@ -130,10 +128,7 @@ def fetch(name, dest, *, verify: bool = True, progress: bool = False, timeout: f
     nonempty = (dest.is_dir() and any(dest.iterdir())) or (dest.exists() and not dest.is_dir())
     if nonempty and not overwrite:
         raise UserError(f"{dest}: already exists and is not empty (pass --overwrite to replace it)")
-    parent = dest.parent if str(dest.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=parent))
-    try:
+    with atomic_path(dest, overwrite=True, folder=True) as tmp:  # an empty dest is replaced too
         for d in downloads:
             target = tmp / d["file"]
             if "/" in d["file"] or d["file"].startswith("."):
@@ -146,12 +141,6 @@ def fetch(name, dest, *, verify: bool = True, progress: bool = False, timeout: f
             if d.get("unpack", "none") == "zip":
                 _safe_extract(target, tmp)
                 target.unlink()
-        if dest.exists():
-            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from unet.errors import InputFileError, OutputFileError, UserError
+from unet.errors import InputFileError, UserError
 from unet.inference.labels import StripLabeller
 from unet.inference.tiling import (
     ImageSource,
@@ -36,6 +35,7 @@ from unet.inference.tiling import (
     unwrap,
     warn_if_tile_dependent,
 )
+from unet.io import atomic_path
 
 OUTPUTS = ("prob", "mask", "labels")
 PROB_DTYPES = ("float32", "float16", "uint8")
@@ -203,31 +203,6 @@ def _output_path_kind(path: Path) -> str:
     return suffix
 
 
-@contextmanager
-def _atomic_dir(path: Path, *, overwrite: bool):
-    """Like :func:`unet.io.atomic_path` for a folder (a zarr store)."""
-    from unet.io import PART_MARK, part_prefix, remove_stale_parts
-
-    if path.exists() and not overwrite:
-        raise UserError(f"{path}: already exists (pass --overwrite / overwrite=True to replace it)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_parts(path)
-        tmp = Path(tempfile.mkdtemp(prefix=part_prefix(path), suffix=PART_MARK, dir=path.parent))
-    except OSError as err:
-        raise OutputFileError(path, f"cannot write here ({err.strerror or err})") from err
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    except OSError as err:
-        raise OutputFileError(path, f"cannot write ({err.strerror or err})") from err
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _tiff_tiles(strips: Iterator[np.ndarray], width: int, tile: int, dtype) -> Iterator[np.ndarray]:
     """Cut rows arriving in strips of any height into TIFF tiles, in TIFF order (edge tiles zero-padded).
 
@@ -277,8 +252,6 @@ def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, o
     if suffix in (".tif", ".tiff"):
         import tifffile
 
-        from unet.io import atomic_path
-
         with atomic_path(path, overwrite=overwrite) as tmp:
             if on_ready:
                 on_ready(tmp)
@@ -292,7 +265,7 @@ def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, o
     elif suffix == ".zarr":
         import zarr
 
-        with _atomic_dir(path, overwrite=overwrite) as tmp:
+        with atomic_path(path, overwrite=overwrite, folder=True) as tmp:
             if on_ready:
                 on_ready(tmp)
             chunks = (1,) * (len(shape) - 2) + (min(H, 512), min(W, 512))
