@@ -1,4 +1,4 @@
-"""Dataset manifests (``datasets/NAME.yaml``): download, verify, unpack, check.
+"""Dataset manifests (``datasets/NAME.yaml``): download, verify, unpack (pooch), check.
 
 A manifest records where a dataset comes from (official URLs and SHA-256),
 its layout, label convention, pixel size, citation and terms of use; see
@@ -10,20 +10,21 @@ run leaves nothing half-written.  :func:`check` validates a local copy.
 
 from __future__ import annotations
 
-import hashlib
-import urllib.error
+import contextlib
+import logging
+import re
+import shutil
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pooch
 
 from unet.errors import InputFileError, UserError
 from unet.io import atomic_path
 from unet.resources import MANIFEST_DIR  # unet/datasets (the repository's datasets/), shipped in the wheel
-
-CHUNK = 1 << 20
-
 
 def list_manifests() -> list[str]:
     return sorted(p.stem for p in MANIFEST_DIR.glob("*.yaml") if p.stem != "template")
@@ -55,42 +56,68 @@ def load_manifest(name) -> dict:
 # ----------------------------------------------------------------------------- fetch
 
 
-def sha256_of(path, *, chunk: int = CHUNK) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def sha256_of(path) -> str:
+    return pooch.file_hash(str(path), alg="sha256")
 
 
-def download(url: str, dest: Path, *, timeout: float = 60.0, progress: bool = False) -> str:
-    """Stream ``url`` into ``dest``; return the SHA-256 of what was written."""
-    h = hashlib.sha256()
+def _copy_local(url: str, output_file, _pooch=None) -> None:
+    """A pooch downloader for ``file://`` URLs (a local mirror), which pooch has no downloader for."""
+    shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlparse(url).path), output_file)
+
+
+@contextlib.contextmanager
+def _quiet_pooch():
+    """pooch logs every download and unzip at INFO; ``unet data fetch`` prints its own lines."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
-            total = resp.headers.get("Content-Length") if hasattr(resp, "headers") else None
-            bar = None
-            if progress:
-                from tqdm import tqdm
+        yield
+    finally:
+        logger.setLevel(level)
 
-                bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=dest.name)
-            for block in iter(lambda: resp.read(CHUNK), b""):
-                out.write(block)
-                h.update(block)
-                if bar is not None:
-                    bar.update(len(block))
-            if bar is not None:
-                bar.close()
-    except urllib.error.URLError as err:
-        reason = getattr(err, "reason", err)
-        raise UserError(f"cannot download {url}: {reason} (offline? no network access? "
+
+def download(url: str, dest: Path, *, sha256: str | None = None, timeout: float = 60.0,
+             progress: bool = False) -> None:
+    """Download ``url`` into ``dest`` with pooch, checking its SHA-256 when the manifest knows it.
+
+    Raises
+    ------
+    UserError
+        The download failed (offline, refused, timed out) or its SHA-256 differs from ``sha256``;
+        nothing is left at ``dest``.
+    """
+    scheme = urllib.parse.urlparse(url).scheme
+    downloader = (_copy_local if scheme == "file" else  # others (ftp, doi): pooch's choice
+                  pooch.HTTPDownloader(progressbar=progress, timeout=timeout) if scheme in ("http", "https") else None)
+    try:
+        with _quiet_pooch():
+            pooch.retrieve(url, known_hash=f"sha256:{sha256}" if sha256 else None, fname=dest.name,
+                           path=dest.parent, downloader=downloader, progressbar=progress)
+    except ValueError as err:
+        got = re.search(r"but got ([0-9a-f]{64})", str(err))
+        if not got:  # not a checksum mismatch: an unsupported URL
+            raise UserError(f"cannot download {url}: {err}") from err
+        raise UserError(f"{url}: SHA-256 mismatch (got {got.group(1)}, manifest says {sha256}); "
+                        f"the download is corrupt or the file changed upstream") from err
+    except OSError as err:  # requests' errors are OSErrors: no network, refused, timed out, HTTP 404
+        raise UserError(f"cannot download {url}: {_reason(err)} (offline? no network access? "
                         f"download it by hand and run `unet data check`)") from err
-    except (OSError, ValueError) as err:  # timeouts, resets, bad URLs
-        raise UserError(f"cannot download {url}: {err}") from err
-    return h.hexdigest()
 
 
-def _safe_extract(archive: Path, into: Path) -> None:
+def _reason(err: OSError) -> str:
+    """The cause of a download error in a few words (requests wraps urllib3's in a long text)."""
+    text = str(err)
+    errno_text = re.search(r"\[Errno -?\d+\] [^\"'()]+", text)
+    return errno_text.group(0).strip() if errno_text else (text.splitlines() or [type(err).__name__])[0]
+
+
+def _unzip(archive: Path, into: Path) -> None:
+    """Unpack ``archive`` into ``into`` with pooch, refusing members whose path leaves the folder.
+
+    The check is ours: pooch's Unzip (``zipfile.extractall``) silently rewrites such names, and an
+    archive that tries it is not one to trust.
+    """
     try:
         with zipfile.ZipFile(archive) as zf:
             root = into.resolve()
@@ -98,48 +125,53 @@ def _safe_extract(archive: Path, into: Path) -> None:
                 target = (into / member.filename).resolve()
                 if root != target and root not in target.parents:
                     raise InputFileError(archive, f"unsafe path in archive: {member.filename!r}")
-            zf.extractall(into)
+        with _quiet_pooch():
+            pooch.Unzip(extract_dir=str(into))(str(archive), "download", None)
     except zipfile.BadZipFile as err:
         raise InputFileError(archive, f"not a valid zip archive ({err})") from err
 
 
+def _downloads(manifest: dict, *, verify: bool) -> list[dict]:
+    """The manifest's downloads, refused when empty, a name is not plain or (``verify``) a SHA-256 is unknown."""
+    downloads = manifest.get("downloads") or []
+    if not downloads:
+        raise UserError(f"dataset {manifest['name']!r} has no downloads in its manifest")
+    for d in downloads:
+        if "/" in d["file"] or d["file"].startswith("."):
+            raise UserError(f"manifest file name {d['file']!r} must be a plain name")
+    unknown = [d["file"] for d in downloads if not d.get("sha256")]
+    if verify and unknown:
+        raise UserError(
+            f"no published SHA-256 for {', '.join(unknown)} in {manifest.get('_path', manifest['name'])}: "
+            f"cannot verify the download; pass --no-verify to fetch anyway (the content is then "
+            f"checked with `unet data check`)")
+    return downloads
+
+
 def fetch(name, dest, *, verify: bool = True, progress: bool = False, timeout: float = 60.0,
           overwrite: bool = False) -> Path:
-    """Download, verify and unpack dataset ``name`` into folder ``dest``.
+    """Download, verify and unpack dataset ``name`` into folder ``dest`` (pooch does each step).
 
     ``dest`` must not exist (or be empty) unless ``overwrite``.  Everything goes
     into a temporary folder beside ``dest`` first; only when all downloads are
     complete, their SHA-256 match the manifest and archives are unpacked is it
     renamed to ``dest``.  A download whose manifest SHA-256 is unknown (null) is
-    refused unless ``verify=False``; a mismatch is always an error.
+    refused unless ``verify=False``; a mismatch is always an error.  There is no
+    cache besides ``dest`` itself: a fetched copy is validated by :func:`check`.
     """
     manifest = name if isinstance(name, dict) else load_manifest(name)
     dest = Path(dest)
-    downloads = manifest.get("downloads") or []
-    if not downloads:
-        raise UserError(f"dataset {manifest['name']!r} has no downloads in its manifest")
-    if verify:
-        unknown = [d["file"] for d in downloads if not d.get("sha256")]
-        if unknown:
-            raise UserError(
-                f"no published SHA-256 for {', '.join(unknown)} in {manifest.get('_path', manifest['name'])}: "
-                f"cannot verify the download; pass --no-verify to fetch anyway (the content is then "
-                f"checked with `unet data check`)")
+    downloads = _downloads(manifest, verify=verify)
     nonempty = (dest.is_dir() and any(dest.iterdir())) or (dest.exists() and not dest.is_dir())
     if nonempty and not overwrite:
         raise UserError(f"{dest}: already exists and is not empty (pass --overwrite to replace it)")
     with atomic_path(dest, overwrite=True, folder=True) as tmp:  # an empty dest is replaced too
         for d in downloads:
             target = tmp / d["file"]
-            if "/" in d["file"] or d["file"].startswith("."):
-                raise UserError(f"manifest file name {d['file']!r} must be a plain name")
-            digest = download(d["url"], target, timeout=timeout, progress=progress)
-            want = (d.get("sha256") or "").lower()
-            if want and digest != want:
-                raise UserError(f"{d['url']}: SHA-256 mismatch (got {digest}, manifest says {want}); "
-                                f"the download is corrupt or the file changed upstream")
+            download(d["url"], target, sha256=(d.get("sha256") or "").lower() or None, timeout=timeout,
+                     progress=progress)
             if d.get("unpack", "none") == "zip":
-                _safe_extract(target, tmp)
+                _unzip(target, tmp)
                 target.unlink()
     return dest
 
