@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pooch
+import yaml
 
+from unet.data.loaders import _read_page, ctc_pairs, folder_pairs, isbi2012_pairs, labels_from_mask
 from unet.errors import InputFileError, UserError
 from unet.io import atomic_path
 from unet.resources import MANIFEST_DIR  # unet/datasets (the repository's datasets/), shipped in the wheel
@@ -32,8 +34,6 @@ def list_manifests() -> list[str]:
 
 def load_manifest(name) -> dict:
     """The manifest of dataset ``name`` (``datasets/NAME.yaml``) or of a YAML file path."""
-    import yaml
-
     path = Path(name)
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
         path = MANIFEST_DIR / f"{name}.yaml"
@@ -196,97 +196,107 @@ def check(name, root) -> tuple[list[str], list[str]]:
     (report, problems) : lists of str
         Lines describing what was checked, and the problems found (empty if the copy is good).
     """
-    from unet.data.loaders import ctc_pairs, folder_pairs, isbi2012_pairs, labels_from_mask, _read_page
-
     manifest = name if isinstance(name, dict) else load_manifest(name)
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder")
     base = dataset_root(manifest, root)
-    report, problems = [], []
-    loader = manifest.get("loader", manifest["name"])
-    groups: dict[str, tuple[list, dict]] = {}
     try:
-        if loader == "isbi2012":
-            for split, spec in (manifest.get("splits") or {}).items():
-                groups[split] = (isbi2012_pairs(base, split=split), spec or {})
-        elif loader in ("dic-hela", "phc-u373", "ctc"):
-            for seq, spec in (manifest.get("sequences") or {}).items():
-                groups[str(seq)] = (ctc_pairs(base, sequences=(str(seq),), partial=()), spec or {})
-        elif loader == "folder":
-            spec = next(iter((manifest.get("splits") or {"all": {}}).values())) or {}
-            groups["all"] = (folder_pairs(base / "images", base / "masks"), spec)
-        else:
-            raise UserError(f"manifest {manifest['name']!r}: unknown loader {loader!r}")
+        groups = _pair_groups(manifest, base)
     except UserError as err:
-        problems.append(str(err))
-        return report, problems
-
+        return [], [str(err)]
+    report, problems = [], []
     for group, (pairs, spec) in groups.items():
-        n = len(pairs)
-        want = spec.get("count")
-        if want is not None and n != want:
-            problems.append(f"{group}: {n} image(s), expected {want}")
-        shapes, idtypes, mdtypes, values = set(), set(), set(), set()
-        for p in pairs:
-            try:
-                img = _read_page(Path(p.image), p.index)
-            except UserError as err:
-                problems.append(str(err))
-                continue
-            shapes.add(tuple(img.shape[:2]))
-            idtypes.add(str(img.dtype))
-            if p.mask is None:
-                continue
-            try:
-                mask = _read_page(Path(p.mask), p.index)
-                if mask.shape[:2] != img.shape[:2]:
-                    raise InputFileError(p.mask, f"shape {mask.shape[:2]} differs from its image {img.shape[:2]}")
-                mdtypes.add(str(mask.dtype))
-                u = np.unique(mask)
-                allowed = spec.get("label_values")
-                if allowed is not None and not set(u.tolist()) <= set(allowed):
-                    raise InputFileError(p.mask, f"unexpected label values {sorted(set(u.tolist()) - set(allowed))[:5]} "
-                                         f"(allowed: {allowed})")
-                kind = "binary" if allowed is not None and len(allowed) == 2 else "auto"
-                labels_from_mask(mask, kind=kind, path=p.mask)
-                if allowed is None and len(u) > 2:
-                    # instance ids: 0 = background, cells numbered 1..N without gaps is the CTC rule
-                    values.add(int(u.max()))
-            except UserError as err:
-                problems.append(str(err))
-        for key, seen, label in (("image_shape", shapes, "image shape"), ("image_dtype", idtypes, "image dtype"),
-                                 ("mask_dtype", mdtypes, "mask dtype")):
-            want = spec.get(key)
-            if want is None:
-                continue
-            want = tuple(want) if isinstance(want, list) else want
-            bad = {s for s in seen if s != want}
-            if bad:
-                problems.append(f"{group}: {label} {sorted(bad)}, expected {want}")
-        line = f"{group}: {n} pair(s)" if any(p.mask for p in pairs) else f"{group}: {n} image(s)"
-        line += f", shapes {sorted(shapes)}, image dtype {sorted(idtypes)}"
-        if mdtypes:
-            line += f", mask dtype {sorted(mdtypes)}"
+        line, found = _check_group(group, pairs, spec)
         report.append(line)
+        problems += found
+    line, found = _check_known_files(manifest.get("known_files") or {}, base)
+    report += [line] if line else []
+    problems += found
+    return report, problems
 
-    known = manifest.get("known_files") or {}
+
+def _pair_groups(manifest: dict, base: Path) -> dict[str, tuple[list, dict]]:
+    """The image pairs of each split (ISBI 2012, folder) or sequence (CTC), with its manifest entry."""
+    loader = manifest.get("loader", manifest["name"])
+    if loader == "isbi2012":
+        return {split: (isbi2012_pairs(base, split=split), spec or {})
+                for split, spec in (manifest.get("splits") or {}).items()}
+    if loader in ("dic-hela", "phc-u373", "ctc"):
+        return {str(seq): (ctc_pairs(base, sequences=(str(seq),), partial=()), spec or {})
+                for seq, spec in (manifest.get("sequences") or {}).items()}
+    if loader == "folder":
+        spec = next(iter((manifest.get("splits") or {"all": {}}).values())) or {}
+        return {"all": (folder_pairs(base / "images", base / "masks"), spec)}
+    raise UserError(f"manifest {manifest['name']!r}: unknown loader {loader!r}")
+
+
+def _check_group(group: str, pairs: list, spec: dict) -> tuple[str, list[str]]:
+    """Count, shapes and dtypes of one split or sequence against its manifest entry: (report line, problems)."""
+    problems = []
+    n, want = len(pairs), spec.get("count")
+    if want is not None and n != want:
+        problems.append(f"{group}: {n} image(s), expected {want}")
+    seen = {"image_shape": set(), "image_dtype": set(), "mask_dtype": set()}
+    for p in pairs:
+        problems += _check_pair(p, spec, seen)
+    for key, label in (("image_shape", "image shape"), ("image_dtype", "image dtype"), ("mask_dtype", "mask dtype")):
+        want = spec.get(key)
+        if want is None:
+            continue
+        want = tuple(want) if isinstance(want, list) else want
+        bad = {s for s in seen[key] if s != want}
+        if bad:
+            problems.append(f"{group}: {label} {sorted(bad)}, expected {want}")
+    line = f"{group}: {n} pair(s)" if any(p.mask for p in pairs) else f"{group}: {n} image(s)"
+    line += f", shapes {sorted(seen['image_shape'])}, image dtype {sorted(seen['image_dtype'])}"
+    if seen["mask_dtype"]:
+        line += f", mask dtype {sorted(seen['mask_dtype'])}"
+    return line, problems
+
+
+def _check_pair(p, spec: dict, seen: dict) -> list[str]:
+    """Read one image (and mask): record its shape and dtypes in ``seen``; the problems of its mask."""
+    try:
+        img = _read_page(Path(p.image), p.index)
+    except UserError as err:
+        return [str(err)]
+    seen["image_shape"].add(tuple(img.shape[:2]))
+    seen["image_dtype"].add(str(img.dtype))
+    if p.mask is None:
+        return []
+    try:
+        mask = _read_page(Path(p.mask), p.index)
+        if mask.shape[:2] != img.shape[:2]:
+            raise InputFileError(p.mask, f"shape {mask.shape[:2]} differs from its image {img.shape[:2]}")
+        seen["mask_dtype"].add(str(mask.dtype))
+        values = set(np.unique(mask).tolist())
+        allowed = spec.get("label_values")
+        if allowed is not None and not values <= set(allowed):
+            raise InputFileError(p.mask, f"unexpected label values {sorted(values - set(allowed))[:5]} "
+                                 f"(allowed: {allowed})")
+        labels_from_mask(mask, kind="binary" if allowed is not None and len(allowed) == 2 else "auto", path=p.mask)
+    except UserError as err:
+        return [str(err)]
+    return []
+
+
+def _check_known_files(known: dict, base: Path) -> tuple[str | None, list[str]]:
+    """SHA-256 of the files the manifest knows that are in this copy: (report line or None, problems)."""
+    if not known:
+        return None, []
     present = {}
-    for rel, h in known.items():
+    for rel, digest in known.items():
         found = next((base / c for c in _layout_variants(rel) if (base / c).is_file()), None)
         if found is not None:
-            present[found] = h
-    bad = [path for path, h in present.items() if sha256_of(path) != h]
-    if known:
-        line = (f"known SHA-256: {len(present) - len(bad)}/{len(present)} present files match "
-                f"({len(known) - len(present)} of {len(known)} known files not in this copy)")
-        if bad:  # named here too, so that the count is never read without the files
-            names = [str(p.relative_to(base)) if p.is_relative_to(base) else str(p) for p in bad]
-            line += f"; differ: {', '.join(names[:10])}" + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        report.append(line)
-    for path in bad:
-        problems.append(f"{path}: SHA-256 differs from the manifest's (file changed or corrupt)")
-    return report, problems
+            present[found] = digest
+    bad = [path for path, digest in present.items() if sha256_of(path) != digest]
+    line = (f"known SHA-256: {len(present) - len(bad)}/{len(present)} present files match "
+            f"({len(known) - len(present)} of {len(known)} known files not in this copy)")
+    if bad:  # named here too, so that the count is never read without the files
+        names = [str(p.relative_to(base)) if p.is_relative_to(base) else str(p) for p in bad]
+        line += f"; differ: {', '.join(names[:10])}" + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    return line, [f"{path}: SHA-256 differs from the manifest's (file changed or corrupt)" for path in bad]
 
 
 def _layout_variants(rel: str) -> list[str]:
