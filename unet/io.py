@@ -114,7 +114,7 @@ def _create_part(path: Path, *, folder: bool) -> Path:
 
 def _fsync_tree(path: Path) -> None:
     """Flush ``path``: a file, or a folder with everything in it."""
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         for sub in path.iterdir():
             _fsync_tree(sub)
     _fsync(path)
