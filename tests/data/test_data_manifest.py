@@ -1,13 +1,17 @@
-"""Manifests, `unet data fetch` (on local file:// URLs; no network here) and `unet data check`."""
+"""Manifests, `unet data fetch` (on local file:// URLs and a local HTTP server; no network) and `unet data check`."""
 
+import functools
 import hashlib
+import http.server
 import re
 import shutil
-import urllib.error
+import socket
+import threading
 import zipfile
 
 import numpy as np
 import pytest
+import requests
 import tifffile
 
 from unet.cli import main
@@ -119,21 +123,53 @@ def test_fetch_unknown_checksum_needs_no_verify(tmp_path):
     assert check(manifest, dest)[1] == []
 
 
+@pytest.fixture()
+def http_folder(tmp_path):
+    """Serve ``tmp_path`` over HTTP on 127.0.0.1 (a free port) for the test's duration; yields the base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a: None
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_fetch_over_http_verifies_and_unpacks(tmp_path, http_folder):
+    archive, manifest = _ctc_zip(tmp_path)
+    manifest["downloads"][0]["url"] = f"{http_folder}/{archive.name}"
+    dest = tmp_path / "out" / "toy"
+    assert fetch(manifest, dest, timeout=10) == dest
+    assert check(manifest, dest)[1] == [] and not (dest / "toy.zip").exists() and _leftovers(dest.parent) == []
+    manifest["downloads"][0]["sha256"] = "0" * 64
+    with pytest.raises(UserError, match=r"SHA-256 mismatch \(got [0-9a-f]{64}, manifest says 0{64}\)"):
+        fetch(manifest, tmp_path / "out" / "again", timeout=10)
+    manifest["downloads"][0]["url"] = f"{http_folder}/missing.zip"  # HTTP 404
+    with pytest.raises(UserError, match="cannot download .*missing.zip.*404"):
+        fetch(manifest, tmp_path / "out" / "again", verify=False, timeout=10)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["toy"]
+
+
 def test_fetch_offline_fails_cleanly(tmp_path, monkeypatch):
     _, manifest = _ctc_zip(tmp_path)
     dest = tmp_path / "out" / "toy"
     (tmp_path / "out").mkdir()
+    with socket.socket() as sock:  # a port nobody listens on: the connection is refused, as offline
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    manifest["downloads"][0]["url"] = f"http://127.0.0.1:{port}/toy.zip"
+    with pytest.raises(UserError, match="cannot download .*offline"):
+        fetch(manifest, dest, timeout=10)
+    assert not dest.exists() and _leftovers(tmp_path / "out") == []
 
     def offline(*a, **k):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+        raise requests.exceptions.ConnectionError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr("urllib.request.urlopen", offline)
-    with pytest.raises(UserError, match="cannot download .*offline"):
-        fetch(manifest, dest)
-    assert not dest.exists() and _leftovers(tmp_path / "out") == []
-    monkeypatch.undo()
-    # the real dic-hela manifest through the CLI: exit code 2 and one line, nothing written
-    monkeypatch.setattr("urllib.request.urlopen", offline)
+    # the real dic-hela manifest through the CLI: exit code 2 and one line, nothing written (and no network)
+    monkeypatch.setattr(requests, "get", offline)
+    monkeypatch.setattr(requests, "head", offline)
     assert main(["data", "fetch", "dic-hela", "--dest", str(dest), "--no-verify", "--quiet"]) == 2
     assert not dest.exists() and _leftovers(tmp_path / "out") == []
 

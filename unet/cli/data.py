@@ -11,6 +11,12 @@ manifest file (see datasets/template.yaml).
 
 from __future__ import annotations
 
+# unet.data.manifest (pooch, the loaders) and the plotting imports load when a command runs, not for --help
+import sys
+from pathlib import Path
+
+from unet.errors import UserError
+
 
 def register(sub):
     p = sub.add_parser("data", help="fetch, check and show datasets (manifests in datasets/)",
@@ -60,11 +66,9 @@ def run_list(args) -> int:
 
 
 def run_fetch(args) -> int:
-    from unet.data.manifest import check, fetch, load_manifest
+    from unet.data.manifest import fetch, load_manifest
 
     manifest = load_manifest(args.name)
-    import sys
-
     dest = fetch(manifest, args.dest, verify=not args.no_verify, overwrite=args.overwrite,
                  progress=not args.quiet and sys.stderr.isatty(), timeout=args.timeout)
     print(f"fetched {manifest['name']} into {dest}")
@@ -78,8 +82,6 @@ def run_check(args) -> int:
 
 
 def _report(manifest, root) -> int:
-    import sys
-
     from unet.data.manifest import check
 
     report, problems = check(manifest, root)
@@ -95,13 +97,8 @@ def _report(manifest, root) -> int:
 
 
 def run_show(args) -> int:
-    from pathlib import Path
-
-    import numpy as np
-
     from unet.data.loaders import dataset_pairs, load_sample
     from unet.data.manifest import dataset_root, load_manifest
-    from unet.errors import UserError
 
     manifest = load_manifest(args.name)
     root = dataset_root(manifest, args.root)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import glob
+import sys
+import warnings
 from pathlib import Path
+
+from unet.errors import UserError
 
 
 def register(sub):
@@ -48,7 +52,6 @@ def register(sub):
 
 def expand_inputs(patterns) -> list[Path]:
     """Files, folders (their images, sorted) and glob patterns -> image paths, in order, without repeats."""
-    from unet.errors import UserError
     from unet.inference.files import INPUT_SUFFIXES
 
     found: list[Path] = []
@@ -73,7 +76,6 @@ def expand_inputs(patterns) -> list[Path]:
 
 
 def output_paths(inputs: list[Path], out: str, output: str, fmt: str) -> list[Path]:
-    from unet.errors import UserError
     from unet.inference.files import OUTPUT_SUFFIXES
 
     out_path = Path(out)
@@ -92,15 +94,26 @@ def output_paths(inputs: list[Path], out: str, output: str, fmt: str) -> list[Pa
 
 
 def run(args) -> int:
-    import sys
-    import warnings
-
-    from unet.errors import UserError
-    from unet.inference.files import predict_file
-    from unet.inference.tiling import TileDependenceWarning, parse_memory, rounded_tile_size, set_threads_for_cli
+    # unet.inference, unet.export, unet.training import torch: imported when the command runs, not for --help
+    from unet.inference.tiling import set_threads_for_cli
 
     inputs = expand_inputs(args.inputs)
     outputs = output_paths(inputs, args.out, args.output, args.format)
+    _check_args(args, outputs)
+    set_threads_for_cli()
+    model, normalize, device = _load_model(args)
+    warned = False
+    for src, dst in zip(inputs, outputs):
+        warned = _predict_one(args, model, normalize, device, src, dst, warned=warned)
+        if not args.quiet:
+            print(f"{src} -> {dst}", file=sys.stderr)
+    return 0
+
+
+def _check_args(args, outputs: list[Path]) -> None:
+    """Refuse bad options and existing outputs before a model is loaded."""
+    from unet.inference.tiling import parse_memory
+
     if not args.overwrite:
         for o in outputs:
             if o.exists():
@@ -113,12 +126,15 @@ def run(args) -> int:
         raise UserError(f"--min-size must be >= 0 pixels, got {args.min_size}")
     if args.memory_limit is not None:
         parse_memory(args.memory_limit)
-    set_threads_for_cli()
+
+
+def _load_model(args):
+    """(model, normalisation settings, device) of ``--checkpoint``; says how ``--tile-size`` was rounded."""
+    from unet.export.runtime import load_model
+    from unet.inference.tiling import rounded_tile_size
     from unet.training.trainer import pick_device
 
     device = pick_device(args.device or "auto")
-    from unet.export.runtime import load_model
-
     model, normalize = load_model(args.checkpoint, backend=args.backend, device=device)
     if args.tile_size is not None:
         try:
@@ -128,21 +144,25 @@ def run(args) -> int:
         if tile[0] != args.tile_size and not args.quiet:
             print(f"note: --tile-size {args.tile_size} rounded down to {tile[0]}, a multiple of 2**depth = "
                   f"{2 ** getattr(model, 'depth', 0)} (the pooling grid)", file=sys.stderr)
-    warned = False
-    for src, dst in zip(inputs, outputs):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", TileDependenceWarning)
-            predict_file(model, src, dst, output=args.output, tile_size=args.tile_size, tta=args.tta,
-                         overwrite=args.overwrite, threshold=args.threshold, min_size=args.min_size,
-                         dtype=args.dtype, batch_size=args.batch_size, memory_limit=args.memory_limit,
-                         device=device, axes=args.axes, normalize=normalize, progress=not args.quiet,
-                         nan_to_num=args.nan_to_num)
-        for w in caught:
-            if not issubclass(w.category, TileDependenceWarning):
-                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-            elif not warned:  # one warning per run, even with --quiet: it concerns the result
-                print(f"unet predict: warning: {w.message}", file=sys.stderr)
-                warned = True
-        if not args.quiet:
-            print(f"{src} -> {dst}", file=sys.stderr)
-    return 0
+    return model, normalize, device
+
+
+def _predict_one(args, model, normalize, device, src: Path, dst: Path, *, warned: bool) -> bool:
+    """Predict one file; print the tile-dependence warning once per run. Returns whether it was printed."""
+    from unet.inference.files import predict_file
+    from unet.inference.tiling import TileDependenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TileDependenceWarning)
+        predict_file(model, src, dst, output=args.output, tile_size=args.tile_size, tta=args.tta,
+                     overwrite=args.overwrite, threshold=args.threshold, min_size=args.min_size,
+                     dtype=args.dtype, batch_size=args.batch_size, memory_limit=args.memory_limit,
+                     device=device, axes=args.axes, normalize=normalize, progress=not args.quiet,
+                     nan_to_num=args.nan_to_num)
+    for w in caught:
+        if not issubclass(w.category, TileDependenceWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        elif not warned:  # one warning per run, even with --quiet: it concerns the result
+            print(f"unet predict: warning: {w.message}", file=sys.stderr)
+            warned = True
+    return warned

@@ -15,15 +15,20 @@ from __future__ import annotations
 import copy
 import os
 
+import dask
+import dask.array as da
 import numpy as np
+import torch
 
+from unet.checkpoint import load_checkpoint
+from unet.data.normalize import DEFAULT_NORMALIZE, intensity_ranges
+from unet.errors import UserError
+from unet.inference.files import check_finite, open_image
 from unet.inference.tiling import ImageSource, make_grid, parse_axes, predict_region, unwrap, warn_if_tile_dependent
 
 
 def _open(image, axes, value_range, in_channels, nan_to_num=False):
     if isinstance(image, (str, os.PathLike)):
-        from unet.inference.files import open_image
-
         array, axes = open_image(image, axes=axes, in_channels=in_channels)
     else:
         array = image
@@ -32,8 +37,6 @@ def _open(image, axes, value_range, in_channels, nan_to_num=False):
 
 
 def _predict_block(model, image, axes, value_range, grid, plane, box, batch_size, tta, device, nan_to_num=False):
-    import torch
-
     source = _open(image, axes, value_range, getattr(model, "in_channels", 1), nan_to_num)
     with torch.inference_mode():
         return predict_region(model, source, grid, box, plane=plane, batch_size=batch_size, tta=tta, device=device)
@@ -74,23 +77,10 @@ def predict_dask(model, image, *, axes: str | None = None, tile_size=None, chunk
         chunked by whole tiles.  For valid nets ``.compute()`` equals
         :func:`unet.inference.predict_tiled` with the same tile size.
     """
-    import dask
-    import dask.array as da
-
-    if isinstance(model, (str, os.PathLike)):
-        from unet.checkpoint import load_checkpoint
-
-        model, meta = load_checkpoint(model, with_metadata=True)
-        normalize = normalize or meta.get("normalize")
-    model = copy.deepcopy(unwrap(model)).eval()
+    model, normalize = _graph_model(model, normalize)
     in_channels = getattr(model, "in_channels", 1)
     is_path = isinstance(image, (str, os.PathLike))
     if is_path:
-        from unet.data.normalize import DEFAULT_NORMALIZE, intensity_ranges
-        from unet.inference.files import open_image
-
-        from unet.inference.files import check_finite
-
         array, axes = open_image(image, axes=axes, in_channels=in_channels)
         check_finite(array, axes, image, nan_to_num=nan_to_num)
         if value_range is None:
@@ -99,34 +89,44 @@ def predict_dask(model, image, *, axes: str | None = None, tile_size=None, chunk
                                                            if k in settings})
         image = os.fspath(image)
     else:
-        from unet.inference.files import check_finite
-
         array = image
         axes = parse_axes(array.shape, axes, in_channels)
         check_finite(array, axes, "image", nan_to_num=nan_to_num)
     source = ImageSource(array, axes)
     if source.channels != in_channels:
-        from unet.errors import UserError
-
         raise UserError(f"{source.name}: has {source.channels} channel(s), the model expects {in_channels}")
     grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
                      batch_size=batch_size, margin=margin)
     warn_if_tile_dependent(model, grid, name=image if is_path else "image")
-    k = int(model.num_classes)
-    H, W = grid.shape
-    step_y, step_x = grid.tile[0] * chunk_tiles, grid.tile[1] * chunk_tiles
-    model_d = dask.delayed(model, pure=False)
-    image_d = image if is_path else dask.delayed(image, pure=False)
-    planes = []
-    for z in range(source.num_planes):
-        rows = []
-        for y0 in range(0, H, step_y):
-            row = []
-            for x0 in range(0, W, step_x):
-                box = (y0, min(H, y0 + step_y), x0, min(W, x0 + step_x))
-                task = dask.delayed(_predict_block, pure=True)(
-                    model_d, image_d, axes, value_range, grid, z, box, batch_size, tta, device, nan_to_num)
-                row.append(da.from_delayed(task, shape=(k, box[1] - y0, box[3] - x0), dtype=np.float32))
-            rows.append(row)
-        planes.append(da.block([[b for b in row] for row in rows]))
+    block = dict(axes=axes, value_range=value_range, grid=grid, batch_size=batch_size, tta=tta, device=device,
+                 nan_to_num=nan_to_num)
+    # each enters the graph once (one key), however many tasks use it
+    model_d, image_d = dask.delayed(model, pure=False), image if is_path else dask.delayed(image, pure=False)
+    planes = [_plane_graph(model_d, image_d, z, num_classes=int(model.num_classes),
+                           chunk=(grid.tile[0] * chunk_tiles, grid.tile[1] * chunk_tiles), **block)
+              for z in range(source.num_planes)]
     return da.stack(planes) if source.stack_axis else planes[0]
+
+
+def _graph_model(model, normalize):
+    """A copy of the network in eval mode (loaded from a checkpoint path: with its normalisation settings)."""
+    if isinstance(model, (str, os.PathLike)):
+        model, meta = load_checkpoint(model, with_metadata=True)
+        normalize = normalize or meta.get("normalize")
+    return copy.deepcopy(unwrap(model)).eval(), normalize
+
+
+def _plane_graph(model_d, image_d, z: int, *, num_classes: int, chunk: tuple[int, int], axes, value_range, grid,
+                 batch_size, tta, device, nan_to_num):
+    """Plane ``z`` as a block array: one task per output chunk of ``chunk`` pixels (whole tiles)."""
+    H, W = grid.shape
+    rows = []
+    for y0 in range(0, H, chunk[0]):
+        row = []
+        for x0 in range(0, W, chunk[1]):
+            box = (y0, min(H, y0 + chunk[0]), x0, min(W, x0 + chunk[1]))
+            task = dask.delayed(_predict_block, pure=True)(
+                model_d, image_d, axes, value_range, grid, z, box, batch_size, tta, device, nan_to_num)
+            row.append(da.from_delayed(task, shape=(num_classes, box[1] - y0, box[3] - x0), dtype=np.float32))
+        rows.append(row)
+    return da.block(rows)

@@ -16,15 +16,17 @@ nothing at the target path, and an existing file is only replaced with
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import tifffile
+import zarr
 
-from unet.errors import InputFileError, OutputFileError, UserError
+from unet.checkpoint import load_checkpoint
+from unet.data.normalize import DEFAULT_NORMALIZE, count_nonfinite, intensity_ranges
+from unet.errors import InputFileError, UserError, warn
 from unet.inference.labels import StripLabeller
 from unet.inference.tiling import (
     ImageSource,
@@ -36,6 +38,7 @@ from unet.inference.tiling import (
     unwrap,
     warn_if_tile_dependent,
 )
+from unet.io import atomic_path, read_image, write_image
 
 OUTPUTS = ("prob", "mask", "labels")
 PROB_DTYPES = ("float32", "float16", "uint8")
@@ -57,14 +60,10 @@ def read_output_tag(path) -> str | None:
     path = Path(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
             with tifffile.TiffFile(path) as tif:
                 meta = tif.shaped_metadata or ()
             kind = meta[0].get(OUTPUT_TAG) if meta else None
         elif path.suffix.lower() == ".zarr":
-            import zarr
-
             kind = zarr.open_array(str(path), mode="r").attrs.get(OUTPUT_TAG)
         else:
             return None
@@ -103,8 +102,6 @@ class MappedArray:
 
 
 def _open_tiff(path: Path):
-    import tifffile
-
     try:
         tif = tifffile.TiffFile(path)
     except Exception as err:
@@ -124,8 +121,6 @@ def _open_tiff(path: Path):
             array = MappedArray(path, dtype, series.shape, series.dataoffset)
             tif.close()
         else:
-            import zarr
-
             array = zarr.open(series.aszarr(), mode="r")
     except InputFileError:
         tif.close()
@@ -165,8 +160,6 @@ def open_image(path, *, axes: str | None = None, in_channels: int = 1):
     if suffix in (".tif", ".tiff"):
         array, hint = _open_tiff(path)
     elif suffix == ".zarr":
-        import zarr
-
         try:
             array = zarr.open_array(str(path), mode="r")
         except Exception as err:
@@ -178,8 +171,6 @@ def open_image(path, *, axes: str | None = None, in_channels: int = 1):
         except Exception as err:
             raise InputFileError(path, f"not a readable npy file ({type(err).__name__}: {err})") from err
     else:
-        from unet.io import read_image
-
         array = read_image(path)
     if 0 in tuple(array.shape):
         raise InputFileError(path, f"image is empty (shape {tuple(array.shape)})")
@@ -201,31 +192,6 @@ def _output_path_kind(path: Path) -> str:
     if suffix not in OUTPUT_SUFFIXES:
         raise UserError(f"{path}: unsupported output type {suffix!r} (use {', '.join(OUTPUT_SUFFIXES)})")
     return suffix
-
-
-@contextmanager
-def _atomic_dir(path: Path, *, overwrite: bool):
-    """Like :func:`unet.io.atomic_path` for a folder (a zarr store)."""
-    from unet.io import PART_MARK, part_prefix, remove_stale_parts
-
-    if path.exists() and not overwrite:
-        raise UserError(f"{path}: already exists (pass --overwrite / overwrite=True to replace it)")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_parts(path)
-        tmp = Path(tempfile.mkdtemp(prefix=part_prefix(path), suffix=PART_MARK, dir=path.parent))
-    except OSError as err:
-        raise OutputFileError(path, f"cannot write here ({err.strerror or err})") from err
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    except OSError as err:
-        raise OutputFileError(path, f"cannot write ({err.strerror or err})") from err
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _tiff_tiles(strips: Iterator[np.ndarray], width: int, tile: int, dtype) -> Iterator[np.ndarray]:
@@ -275,10 +241,6 @@ def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, o
     dtype = np.dtype(dtype)
     H, W = shape[-2:]
     if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        from unet.io import atomic_path
-
         with atomic_path(path, overwrite=overwrite) as tmp:
             if on_ready:
                 on_ready(tmp)
@@ -290,9 +252,7 @@ def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, o
                          metadata={"axes": "ZYX" if len(shape) == 3 else "YX",
                                    **({OUTPUT_TAG: kind} if kind else {})})
     elif suffix == ".zarr":
-        import zarr
-
-        with _atomic_dir(path, overwrite=overwrite) as tmp:
+        with atomic_path(path, overwrite=overwrite, folder=True) as tmp:
             if on_ready:
                 on_ready(tmp)
             chunks = (1,) * (len(shape) - 2) + (min(H, 512), min(W, 512))
@@ -305,8 +265,6 @@ def _write_stream(path: Path, planes, shape: tuple, dtype, *, overwrite: bool, o
                     arr[(z,) * (len(shape) - 2) + (slice(y, y + len(rows)),)] = rows
                     y += len(rows)
     else:  # .png / .npy: assembled in memory
-        from unet.io import write_image
-
         if path.exists() and not overwrite:
             raise UserError(f"{path}: already exists (pass --overwrite / overwrite=True to replace it)")
         if on_ready:
@@ -328,8 +286,6 @@ def check_options(*, threshold: float = 0.5, min_size: int = 0) -> None:
 
 def check_finite(array, axes: str, path, *, nan_to_num: bool = False) -> int:
     """Count NaN/infinite pixels; an :class:`InputFileError` naming ``path`` and the count unless ``nan_to_num``."""
-    from unet.data.normalize import count_nonfinite
-
     bad = count_nonfinite(array, axes)
     if bad and not nan_to_num:
         raise InputFileError(path, f"{bad} of {int(np.prod(array.shape))} pixels are NaN or infinite (the prediction "
@@ -339,11 +295,7 @@ def check_finite(array, axes: str, path, *, nan_to_num: bool = False) -> int:
 
 
 def _load(checkpoint_or_model, normalize):
-    from unet.data.normalize import DEFAULT_NORMALIZE
-
     if isinstance(checkpoint_or_model, (str, os.PathLike)):
-        from unet.checkpoint import load_checkpoint
-
         model, meta = load_checkpoint(checkpoint_or_model, with_metadata=True)
         settings = normalize or meta.get("normalize") or DEFAULT_NORMALIZE
     else:
@@ -405,6 +357,34 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
         ``output_path``; nothing exists there unless it is complete.
     """
     input_path, output_path = Path(input_path), Path(output_path)
+    _check_request(input_path, output_path, output=output, dtype=dtype, threshold=threshold, min_size=min_size,
+                   overwrite=overwrite)
+    model, settings = _load(checkpoint_or_model, normalize)
+    source = _open_source(input_path, model, settings, axes=axes, nan_to_num=nan_to_num)
+    grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
+                     batch_size=batch_size, margin=margin)
+    warn_if_tile_dependent(model, grid, name=str(input_path))
+    bar = make_progress(progress, grid.num_tiles * source.num_planes, input_path.name)
+
+    def probs(z):
+        return _foreground_strips(model, source, grid, z, batch_size=batch_size, tta=tta, device=device, bar=bar)
+
+    try:
+        with eval_mode(model):
+            _write_output(output_path, probs, source, output=output, dtype=dtype, threshold=threshold,
+                          min_size=min_size, overwrite=overwrite)
+    finally:
+        if bar is not None:
+            bar.close()
+    if source.seen_range is not None and source.seen_range[0] == source.seen_range[1]:
+        warn(f"{input_path}: the image is constant (every pixel is {source.seen_range[0]:g}): "
+             "the prediction carries no information")
+    return output_path
+
+
+def _check_request(input_path: Path, output_path: Path, *, output: str, dtype: str, threshold: float,
+                   min_size: int, overwrite: bool) -> None:
+    """Refuse bad options and an output that cannot be written before anything is predicted."""
     if output not in OUTPUTS:
         raise UserError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
     if dtype not in PROB_DTYPES:
@@ -419,13 +399,13 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
         raise UserError(f"{output_path}: already exists (pass --overwrite / overwrite=True to replace it)")
     if output_path.resolve() == input_path.resolve():
         raise UserError(f"{output_path}: the output would replace the input")
-    model, settings = _load(checkpoint_or_model, normalize)
+
+
+def _open_source(input_path: Path, model, settings: dict, *, axes: str | None, nan_to_num: bool) -> ImageSource:
+    """Open the input for reading in parts, check it against the model, and fix its normalisation range."""
     in_channels = getattr(model, "in_channels", 1)
     array, axes = open_image(input_path, axes=axes, in_channels=in_channels)
-
-    from unet.data.normalize import intensity_ranges
-
-    source = ImageSource(array, axes, name=str(input_path))
+    source = ImageSource(array, axes, name=str(input_path), nan_to_num=nan_to_num)
     if source.channels != in_channels:
         raise InputFileError(input_path, f"has {source.channels} channel(s) (axes {axes}, shape "
                                          f"{tuple(array.shape)}), the model expects {in_channels}")
@@ -436,52 +416,38 @@ def predict_file(checkpoint_or_model, input_path, output_path, *, output: str = 
         raise
     except Exception as err:  # decoding errors of compressed data surface on first read
         raise InputFileError(input_path, f"cannot read image data ({type(err).__name__}: {err})") from err
-    source.nan_to_num = nan_to_num
     try:
         source.value_range = intensity_ranges(array, axes, **norm_keys)  # per channel of each plane
     except ValueError as err:
         raise UserError(f"normalisation settings {settings}: {err}") from err
     except Exception as err:  # decoding errors of compressed data surface on first read
         raise InputFileError(input_path, f"cannot read image data ({type(err).__name__}: {err})") from err
-    grid = make_grid(model, source.plane_shape, tile_size=tile_size, memory_limit=memory_limit,
-                     batch_size=batch_size, margin=margin)
-    warn_if_tile_dependent(model, grid, name=str(input_path))
+    return source
+
+
+def _foreground_strips(model, source: ImageSource, grid, z: int, *, batch_size: int, tta: bool, device,
+                       bar) -> Iterator[np.ndarray]:
+    """Foreground probability of plane ``z``, strip by strip."""
+    # only the foreground is kept per tile: the strip buffers hold one map, not num_classes
+    for _, strip in predict_strips(model, source, grid, plane=z, batch_size=batch_size, tta=tta, device=device,
+                                   progress=bar, reduce=lambda p: foreground(p)[None], num_outputs=1):
+        yield strip[0]
+
+
+def _write_output(path: Path, probs, source: ImageSource, *, output: str, dtype: str, threshold: float,
+                  min_size: int, overwrite: bool) -> None:
+    """Write what ``output`` asks for from the strips ``probs(z)`` of each plane."""
     shape = ((source.num_planes,) if source.stack_axis else ()) + source.plane_shape
-    bar = make_progress(progress, grid.num_tiles * source.num_planes, input_path.name)
-
-    def probs(z):
-        # only the foreground is kept per tile: the strip buffers hold one map, not num_classes
-        for _, strip in predict_strips(model, source, grid, plane=z, batch_size=batch_size, tta=tta,
-                                       device=device, progress=bar, reduce=lambda p: foreground(p)[None],
-                                       num_outputs=1):
-            yield strip[0]
-
-    def planes_prob():
-        for z in range(source.num_planes):
-            yield (_to_dtype(p, dtype) for p in probs(z))
-
-    def planes_mask():
-        for z in range(source.num_planes):
-            yield ((p > threshold).astype(np.uint8) * MASK_VALUE for p in probs(z))
-
-    try:
-        with eval_mode(model):
-            if output == "prob":
-                _write_stream(output_path, planes_prob(), shape, dtype, overwrite=overwrite, kind="prob")
-            elif output == "mask":
-                _write_stream(output_path, planes_mask(), shape, np.uint8, overwrite=overwrite, kind="mask")
-            else:
-                _write_labels(output_path, probs, source.num_planes, shape, threshold=threshold,
-                              min_size=min_size, overwrite=overwrite)
-    finally:
-        if bar is not None:
-            bar.close()
-    if source.seen_range is not None and source.seen_range[0] == source.seen_range[1]:
-        from unet.errors import warn
-
-        warn(f"{input_path}: the image is constant (every pixel is {source.seen_range[0]:g}): "
-             "the prediction carries no information")
-    return output_path
+    planes = range(source.num_planes)
+    if output == "prob":
+        _write_stream(path, ((_to_dtype(p, dtype) for p in probs(z)) for z in planes), shape, dtype,
+                      overwrite=overwrite, kind="prob")
+    elif output == "mask":
+        _write_stream(path, (((p > threshold).astype(np.uint8) * MASK_VALUE for p in probs(z)) for z in planes),
+                      shape, np.uint8, overwrite=overwrite, kind="mask")
+    else:
+        _write_labels(path, probs, source.num_planes, shape, threshold=threshold, min_size=min_size,
+                      overwrite=overwrite)
 
 
 def _write_labels(path: Path, probs, num_planes: int, shape, *, threshold: float, min_size: int, overwrite: bool):

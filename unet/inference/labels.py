@@ -13,6 +13,10 @@ default of ``scipy.ndimage.label``).
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from skimage.segmentation import watershed
 
 #: 4-connectivity (pixels sharing an edge), as ``scipy.ndimage.label`` by default
 FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
@@ -23,8 +27,6 @@ def label_instances(mask: np.ndarray, *, min_size: int = 0) -> np.ndarray:
 
     Labels are uint32, 1..n in raster order of each component's first pixel.
     """
-    from scipy import ndimage
-
     lab, n = ndimage.label(np.asarray(mask, bool), structure=FOUR_CONNECTED)
     if min_size > 1 and n:
         sizes = np.bincount(lab.ravel())
@@ -71,9 +73,6 @@ def cell_instances(prob: np.ndarray, *, threshold: float = 0.5, min_size: int = 
         return label_instances(fg, min_size=min_size).astype(np.int32)
     if not threshold <= seed_threshold < 1:
         raise ValueError(f"seed_threshold must lie in [threshold, 1), got {seed_threshold}")
-    from scipy import ndimage
-    from skimage.segmentation import watershed
-
     seeds, n = ndimage.label(prob > seed_threshold, structure=FOUR_CONNECTED)
     comps, _ = ndimage.label(fg, structure=FOUR_CONNECTED)
     unseeded = np.setdiff1d(np.unique(comps[fg]), np.unique(comps[seeds > 0]))
@@ -133,9 +132,6 @@ def membrane_watershed(prob: np.ndarray, *, seed_threshold: float = SEED_THRESHO
         raise ValueError(f"prob must be 2-D, got shape {prob.shape}")
     if not 0 <= seed_threshold < 1:
         raise ValueError(f"seed_threshold must lie in [0, 1), got {seed_threshold}")
-    from scipy import ndimage
-    from skimage.segmentation import watershed
-
     seeds, n = ndimage.label(prob > seed_threshold, structure=FOUR_CONNECTED)
     if n and min_seed_size > 1:
         small = np.bincount(seeds.ravel()) < min_seed_size
@@ -163,8 +159,6 @@ class StripLabeller:
 
     def add(self, mask_strip: np.ndarray) -> np.ndarray:
         """Provisional labels (uint64) of the next strip of rows of the plane."""
-        from scipy import ndimage
-
         lab, n = ndimage.label(np.asarray(mask_strip, bool), structure=FOUR_CONNECTED)
         lab = lab.astype(np.uint64)
         if n:
@@ -182,9 +176,6 @@ class StripLabeller:
 
     def lookup(self, *, min_size: int = 0) -> np.ndarray:
         """Table mapping each provisional label to its final label (0: background or too small)."""
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
         n = self.count + 1
         sizes = np.concatenate(self.sizes)
         edges = np.concatenate(self.edges) if self.edges else np.zeros((0, 2), np.uint64)

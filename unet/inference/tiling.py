@@ -36,8 +36,14 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
 
-from unet.errors import UserError
+from unet.data.normalize import apply_ranges, count_nonfinite, intensity_ranges, replace_nonfinite
+from unet.errors import InputFileError, UserError
+from unet.models.geometry import halo, input_size_for_output
+from unet.models.seamless import ADVICE, tile_dependence
 
 # One mirroring rule (paper Fig. 2) for training tiles and prediction tiles, so that both see the
 # same border; unet.mirror needs only numpy (no torch Dataset machinery).
@@ -75,8 +81,6 @@ def context_radius(model) -> int:
     network of the same depth sees the same receptive field, so the same
     formula gives the default overlap margin for it.
     """
-    from unet.models.geometry import halo
-
     if _is_valid(model):
         return halo(model)
     depth = getattr(model, "depth", 4)
@@ -109,8 +113,6 @@ def bytes_per_input_pixel(model) -> int:
     net (64 channels), 490 for 16 channels, 364 for 8.  The formula
     ``4 * (7 * c0 + 40 + ...)`` stays 10-30 % above these.
     """
-    import torch.nn as nn
-
     # exported models (unet.export.runtime) are no nn.Module; they state their first level's width
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)] if isinstance(model, nn.Module) else []
     c0 = convs[0].out_channels if convs else getattr(model, "base_channels", 64)
@@ -152,8 +154,6 @@ class TileGrid:
 
 
 def _input_for(model, tile: int, margin: int) -> int:
-    from unet.models.geometry import input_size_for_output
-
     return input_size_for_output(model, tile) if _is_valid(model) else tile + 2 * margin
 
 
@@ -226,8 +226,6 @@ def make_grid(model, shape: Sequence[int], *, tile_size=None, memory_limit=None,
         Same-padded nets only: overlap per side (default: the receptive-field
         radius, :func:`context_radius`, rounded up to 2**depth).
     """
-    from unet.models.geometry import halo, input_size_for_output
-
     shape = (int(shape[0]), int(shape[1]))
     if min(shape) < 1:
         raise UserError(f"image is empty (shape {shape})")
@@ -263,8 +261,6 @@ def warn_if_tile_dependent(model, grid: TileGrid, *, name: str = "image", stackl
     """
     if grid.num_tiles <= 1:
         return None
-    from unet.models.seamless import ADVICE, tile_dependence
-
     reason = tile_dependence(model)
     if reason is None:
         return None
@@ -404,16 +400,12 @@ class ImageSource:
 
     def _normalise(self, box: np.ndarray, plane: int) -> np.ndarray:
         if self.value_range is not None:
-            from unet.data.normalize import apply_ranges
-
             ranges = np.asarray(self.value_range, dtype=np.float64)
             ranges = ranges[plane] if ranges.ndim == 3 else np.broadcast_to(ranges, (self.channels, 2))
             box = apply_ranges(box, ranges)
         else:
             box = np.asarray(box, dtype=np.float32)
         if self.nan_to_num:
-            from unet.data.normalize import replace_nonfinite
-
             box = replace_nonfinite(np.array(box, dtype=np.float32))
         return box
 
@@ -433,8 +425,6 @@ class ImageSource:
         try:
             box = np.asarray(self.array[tuple(index)])
         except Exception as err:  # decoders of compressed files fail on first read of a bad tile, with many types
-            from unet.errors import InputFileError
-
             raise InputFileError(self.name, f"cannot read image data ({type(err).__name__}: {err})") from err
         if box.size:
             lo, hi = float(box.min()), float(box.max())
@@ -463,8 +453,6 @@ def _forward(model, x, *, tta: bool):
     """Softmax class probabilities (paper Sec. 3) for a batch; with ``tta`` the mean of the
     probabilities over the 8 flips/rotations by 90 degrees of the input (the dihedral group
     of the square), as the paper averaged predictions over rotated/flipped inputs."""
-    import torch
-
     if not tta:
         return torch.softmax(model(x), dim=1)
     total = None
@@ -482,8 +470,6 @@ class _Runner:
     """Feeds batches of tiles of one plane to the model and returns the kept predictions."""
 
     def __init__(self, model, source: ImageSource, grid: TileGrid, *, batch_size: int, tta: bool, device, progress):
-        import torch
-
         self.model, self.source, self.grid = model, source, grid
         self.batch_size = max(1, int(batch_size))
         self.tta = tta
@@ -531,8 +517,6 @@ class _Runner:
         that differs between the torch model and an exported model's backend."""
         if self.predict_batch is not None:
             return np.asarray(self.predict_batch(batch, tta=self.tta), dtype=np.float32)
-        import torch
-
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(device=self.device, dtype=self.dtype)
             return _forward(self.model, x, tta=self.tta).float().cpu().numpy()
@@ -651,8 +635,6 @@ class eval_mode:
         self.model = model
 
     def __enter__(self):
-        import torch
-
         self.was_training = self.model.training
         self.model.eval()
         self.ctx = torch.inference_mode()
@@ -670,8 +652,6 @@ def make_progress(progress, total: int, desc: str):
     """A tqdm bar when ``progress`` is True (and stderr is a terminal unless forced), else None."""
     if not progress:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit="tile", leave=False, dynamic_ncols=True,
                 disable=None if progress != "always" else False)
 
@@ -732,11 +712,7 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
     axes = parse_axes(arr.shape, axes, getattr(model, "in_channels", 1))
     value_range = None
     if normalize is not None:
-        from unet.data.normalize import intensity_ranges
-
         value_range = intensity_ranges(arr, axes, **{k: normalize[k] for k in ("mode", "low", "high") if k in normalize})
-    from unet.data.normalize import count_nonfinite
-
     bad = count_nonfinite(arr, axes)
     if bad:
         raise UserError(f"image holds {bad} NaN or infinite pixel(s) of {int(np.prod(arr.shape))}: they would make "
@@ -762,8 +738,6 @@ def predict_tiled(model, image, *, tile_size=None, batch_size: int = 1, tta: boo
 
 def set_threads_for_cli() -> None:
     """Use every core (the CLI; library calls leave torch's setting alone)."""
-    import torch
-
     torch.set_num_threads(os.cpu_count() or 1)
 
 
