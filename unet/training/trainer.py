@@ -204,7 +204,7 @@ class Trainer:
         pairs = config_pairs(cfg)
         train_pairs = select_pairs(pairs, cfg.data.train, what="train")
         val_pairs = select_pairs(pairs, cfg.data.val, what="val")
-        norm = dict(cfg.data.normalize)
+        norm = cfg.data.normalize.model_dump()
         self.train_samples = [D.load_sample(p, normalize=norm) for p in train_pairs]
         self.val_samples = [D.load_sample(p, normalize=norm) for p in val_pairs]
         self.in_channels = self.train_samples[0].image.shape[0]
