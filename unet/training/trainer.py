@@ -12,8 +12,9 @@ A run lives in one output folder::
 
 Exact resume: training sample ``i`` is a pure function of ``(seed, i)``
 (:class:`unet.data.TileDataset`), so the data-order position is the step
-counter; the checkpoint holds every other piece of state (weights, optimiser,
-scheduler, torch RNG for dropout).  A run killed at any point and restarted
+counter, and so is the learning-rate schedule's (:func:`make_scheduler`); the
+checkpoint holds every other piece of state (weights, optimiser, torch RNG for
+dropout).  A run killed at any point and restarted
 with ``resume=True`` continues from its last checkpoint and ends with the same
 weights as an uninterrupted run (on CPU).
 """
@@ -21,14 +22,16 @@ weights as an uninterrupted run (on CPU).
 from __future__ import annotations
 
 import csv
-import math
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.lr_scheduler import (ConstantLR, CosineAnnealingLR, LinearLR, LRScheduler, MultiStepLR, PolynomialLR,
+                                      SequentialLR)
 
 from unet.errors import UserError
 from unet.data.selection import config_pairs, select_pairs  # noqa: F401  (their home: unet.data.selection)
@@ -82,23 +85,47 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def make_scheduler(optimizer, cfg: Config):
-    o, steps = cfg.optim, cfg.train.steps
+def make_scheduler(optimizer, cfg: Config, *, start: int = 0) -> LRScheduler:
+    """The learning-rate schedule of ``cfg.optim`` (torch schedulers), advanced to step ``start``.
 
-    def factor(step: int) -> float:
-        if o.warmup_steps and step < o.warmup_steps:
-            return (step + 1) / o.warmup_steps
-        if o.schedule == "constant":
-            return 1.0
-        if o.schedule == "cosine":
-            t = (step - o.warmup_steps) / max(1, steps - o.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-        if o.schedule == "poly":
-            t = (step - o.warmup_steps) / max(1, steps - o.warmup_steps)
-            return (1 - min(t, 1.0)) ** 0.9
-        return o.gamma ** (step // o.step_size)  # "step"
+    The rate of step ``s`` (0-based) is ``optim.lr`` times: ``(s + 1) / W`` during a warm-up
+    of ``W = optim.warmup_steps`` steps, then by ``optim.schedule``: ``constant`` 1; ``cosine``
+    ``(1 + cos(pi t)) / 2`` and ``poly`` ``(1 - t) ** 0.9`` with ``t = (s - W) / (steps - W)``;
+    ``step`` ``gamma ** (s // step_size)`` (``s`` counted from the run's start, warm-up included).
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    The schedule is a function of the config and the step: a resumed run builds it anew and
+    advances it to its checkpoint's step, replaying the same arithmetic as the uninterrupted run
+    (exact resume; a longer ``train.steps`` stretches the schedule as it would have been).
+    """
+    o = cfg.optim
+    for group in optimizer.param_groups:  # from the configured rate, also on a restored optimiser
+        group["lr"] = group["initial_lr"] = o.lr
+    main = _main_schedule(optimizer, o, after=max(1, cfg.train.steps - o.warmup_steps))
+    scheduler = main
+    if o.warmup_steps:
+        # (s + 1) / W at step s < W; total_iters >= 1 keeps W = 1 (one step at the full rate) defined
+        warmup = LinearLR(optimizer, start_factor=1 / o.warmup_steps, end_factor=1.0,
+                          total_iters=max(1, o.warmup_steps - 1))
+        scheduler = SequentialLR(optimizer, [warmup, main], milestones=[o.warmup_steps])
+    with warnings.catch_warnings():  # no optimiser step happens while advancing, on purpose
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        for _ in range(start):
+            scheduler.step()
+    return scheduler
+
+
+def _main_schedule(optimizer, o, *, after: int) -> LRScheduler:
+    """``optim.schedule`` after the warm-up, which lasts ``steps - after`` steps."""
+    if o.schedule == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=after)
+    if o.schedule == "poly":
+        return PolynomialLR(optimizer, total_iters=after, power=0.9)
+    if o.schedule == "step":
+        # gamma at every multiple of step_size of the whole run (warm-up included); this scheduler counts
+        # from the warm-up's end, and milestones up to that point apply from there on
+        return MultiStepLR(optimizer, milestones=list(range(o.step_size - o.warmup_steps, after + 1, o.step_size)),
+                           gamma=o.gamma)
+    return ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
 def make_optimizer(params, cfg: Config):
@@ -280,11 +307,11 @@ class Trainer:
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model.parameters(), cfg)
-        scheduler = make_scheduler(optimizer, cfg)
         start, best = 0, None
         rng_state = None
         if self.resume:
-            start, best, rng_state = self._load_state(model, optimizer, scheduler)
+            start, best, rng_state = self._load_state(model, optimizer)
+        scheduler = make_scheduler(optimizer, cfg, start=start)
         ddp_model = wrap_model(model, info, self.device)
         loss_fn = get_loss(cfg.loss.name)
         from unet.data.tiles import init_worker
@@ -475,7 +502,7 @@ class Trainer:
                         config=self.cfg.to_dict(), normalize=self.normalize, metrics=dict(metrics),
                         tile_size=tile, output_size=out, class_weights=self.class_weights)
 
-    def _load_state(self, model, optimizer, scheduler):
+    def _load_state(self, model, optimizer):
         from unet.checkpoint import read_checkpoint
 
         payload = read_checkpoint(self.out / "last.pt")
@@ -490,7 +517,7 @@ class Trainer:
                             f"than the run trained ({diff or 'weights differ'}); resume without changing "
                             "model.*, or start a new run (--out elsewhere)") from None
         optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
+        # the scheduler is not loaded: make_scheduler rebuilds it for the step (checkpoints of any version)
         if torch.cuda.is_available() and payload["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
         return int(payload["step"]), payload.get("best"), payload["rng"]["torch"]
