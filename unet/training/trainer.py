@@ -48,6 +48,7 @@ from unet.training.distributed import (
     shutdown,
     wrap_model,
 )
+from unet.data.tiles import make_loader
 from unet.training.loss import IGNORE_INDEX, get_loss
 
 
@@ -136,22 +137,6 @@ def make_optimizer(params, cfg: Config):
     if o.name == "adam":
         return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-
-
-class _StepSampler(torch.utils.data.Sampler):
-    """Indices of this process's samples from global step ``start`` on, in order."""
-
-    def __init__(self, start: int, steps: int, batch: int, info: DistInfo):
-        self.start, self.steps, self.batch, self.info = start, steps, batch, info
-
-    def __iter__(self):
-        w, r, b = self.info.world_size, self.info.rank, self.batch
-        for step in range(self.start, self.steps):
-            base = (step * w + r) * b
-            yield from range(base, base + b)
-
-    def __len__(self):
-        return max(0, self.steps - self.start) * self.batch
 
 
 class Trainer:
@@ -314,16 +299,10 @@ class Trainer:
         scheduler = make_scheduler(optimizer, cfg, start=start)
         ddp_model = wrap_model(model, info, self.device)
         loss_fn = get_loss(cfg.loss.name)
-        from unet.data.tiles import init_worker
-
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=cfg.train.batch_size,
-            sampler=_StepSampler(start, cfg.train.steps, cfg.train.batch_size, info),
-            num_workers=cfg.train.num_workers, worker_init_fn=init_worker,
-            # a private generator: creating the loader must not consume the global RNG (exact resume)
-            generator=torch.Generator().manual_seed(cfg.seed),
-            persistent_workers=False, pin_memory=self.device.type == "cuda",
-        )
+        b, w = cfg.train.batch_size, info.world_size
+        # the resume mechanism: item i of the run is a pure function of (seed, i), step s starts at item s * w * b
+        loader = make_loader(dataset, batch_size=b, num_workers=cfg.train.num_workers, start=start * w * b,
+                             rank=info.rank, world_size=w, pin_memory=self.device.type == "cuda")
         batches = iter(loader)
         if rng_state is not None:  # after the loader's workers exist, so nothing else draws from it
             torch.set_rng_state(rng_state)
