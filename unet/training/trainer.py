@@ -26,21 +26,26 @@ import os
 import shutil
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
 from torch.optim.lr_scheduler import (ConstantLR, CosineAnnealingLR, LinearLR, LRScheduler, MultiStepLR, PolynomialLR,
                                       SequentialLR)
 
-from unet.errors import UserError
+from tqdm.auto import tqdm
+
+from unet.checkpoint import read_checkpoint, save_checkpoint
 from unet.data.selection import config_pairs, select_pairs  # noqa: F401  (their home: unet.data.selection)
+from unet.data.tiles import TileDataset, make_loader
+from unet.errors import UserError
 from unet.training.config import Config, save_config
 from unet.training.distributed import (
     DIVERGED,
     FAILED,
     GO,
-    DistInfo,
     agree,
     announce_stop,
     init_distributed,
@@ -48,7 +53,6 @@ from unet.training.distributed import (
     shutdown,
     wrap_model,
 )
-from unet.data.tiles import make_loader
 from unet.training.loss import IGNORE_INDEX, get_loss
 
 
@@ -137,6 +141,27 @@ def make_optimizer(params, cfg: Config):
     if o.name == "adam":
         return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+
+
+@dataclass
+class _Run:
+    """What the steps of one :meth:`Trainer.fit` share."""
+
+    model: torch.nn.Module
+    ddp_model: torch.nn.Module  # the model, wrapped for data parallelism when there is more than one process
+    dataset: TileDataset
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    batches: Iterator[dict]
+    loss_fn: Callable
+    amp_dtype: Optional[torch.dtype]  # autocast to this (None: off)
+    scaler: torch.amp.GradScaler
+    bar: tqdm
+    step: int  # optimiser steps done
+    best: Optional[float]  # best monitored validation value so far
+    metrics: dict = field(default_factory=dict)  # of the latest validation
+    t_data: float = 0.0  # seconds waiting for batches
+    t_step: float = 0.0  # seconds computing
 
 
 class Trainer:
@@ -285,20 +310,35 @@ class Trainer:
     # ---------------------------------------------------------------- run
     def fit(self) -> dict:
         """Train to ``cfg.train.steps``; return the final validation metrics."""
+        run = self._start_run()
+        try:
+            metrics, stopped = self._train(run)
+        except BaseException as err:
+            if self.info.enabled:
+                if not isinstance(err, _AgreedStop):
+                    announce_stop(self.info, self.device)  # the others hear it at their next agreement
+                leave(self.info)
+            raise
+        finally:
+            run.bar.close()
+            self._close_logs()
+        if self.info.is_main and not stopped:
+            self._finish(run.model, metrics)
+        shutdown(self.info)
+        return metrics
+
+    def _start_run(self) -> _Run:
+        """Model, optimiser, schedule and data at the run's first step (its checkpoint's, when resuming)."""
         cfg, info = self.cfg, self.info
-        model = self._build_model()
+        model = self._build_model()  # draws the initial weights from torch's global RNG
         dataset = self._build_dataset(model)
         model.to(self.device)
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model.parameters(), cfg)
-        start, best = 0, None
-        rng_state = None
-        if self.resume:
-            start, best, rng_state = self._load_state(model, optimizer)
+        start, best, rng_state = self._load_state(model, optimizer) if self.resume else (0, None, None)
         scheduler = make_scheduler(optimizer, cfg, start=start)
         ddp_model = wrap_model(model, info, self.device)
-        loss_fn = get_loss(cfg.loss.name)
         b, w = cfg.train.batch_size, info.world_size
         # the resume mechanism: item i of the run is a pure function of (seed, i), step s starts at item s * w * b
         loader = make_loader(dataset, batch_size=b, num_workers=cfg.train.num_workers, start=start * w * b,
@@ -307,97 +347,103 @@ class Trainer:
         if rng_state is not None:  # after the loader's workers exist, so nothing else draws from it
             torch.set_rng_state(rng_state)
         if info.is_main:
-            if not self.resume or self.resume_changes:  # config.yaml always describes what trains
-                save_config(cfg, self.out / "config.yaml")
-            if self.resume_changes:  # shown even with --quiet (which hides the progress bar)
-                print("resume with " + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in self.resume_changes.items())
-                      + " (recorded in config.yaml)")
-            self._open_logs(start)
-            if getattr(self, "init_report", None) and not self.quiet:
-                print(self.init_report)
+            self._announce(start)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
         use_amp = amp_dtype is not None and self.device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-        from tqdm.auto import tqdm
-
         # disable=None: tqdm turns itself off when stderr is not a terminal (logs stay readable)
         bar = tqdm(total=cfg.train.steps, initial=start, disable=True if self.quiet or not info.is_main else None,
                    desc=f"train {cfg.experiment}", unit="step", dynamic_ncols=True, mininterval=1.0)
-        metrics: dict = {}
-        step = start
-        t_data = t_step = 0.0
+        return _Run(model=model, ddp_model=ddp_model, dataset=dataset, optimizer=optimizer, scheduler=scheduler,
+                    batches=batches,
+                    loss_fn=get_loss(cfg.loss.name), amp_dtype=amp_dtype if use_amp else None,
+                    scaler=torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16),
+                    bar=bar, step=start, best=best)
+
+    def _announce(self, start: int):
+        """Rank 0 at the start: config.yaml, what a resume changed, the logs, how the weights were initialised."""
+        if not self.resume or self.resume_changes:  # config.yaml always describes what trains
+            save_config(self.cfg, self.out / "config.yaml")
+        if self.resume_changes:  # shown even with --quiet (which hides the progress bar)
+            print("resume with " + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in self.resume_changes.items())
+                  + " (recorded in config.yaml)")
+        self._open_logs(start)
+        if getattr(self, "init_report", None) and not self.quiet:
+            print(self.init_report)
+
+    def _train(self, run: _Run) -> tuple[dict, bool]:
+        """The steps from ``run.step`` on: (final metrics, whether ``stop_after`` stopped the run early)."""
         ran = 0
-        model.train()
-        stopped = False
-        try:
-            while step < cfg.train.steps:
-                if self.stop_after is not None and ran >= self.stop_after:
-                    metrics, stopped = {"stopped_at": step}, True
-                    break
-                t0 = time.perf_counter()
-                batch = next(batches)
-                t1 = time.perf_counter()
-                x = batch["image"].to(self.device, non_blocking=True)
-                if cfg.train.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = batch["target"].to(self.device)
-                w = batch["weight"].to(self.device)
-                with torch.autocast(self.device.type, dtype=amp_dtype or torch.bfloat16, enabled=use_amp):
-                    logits = ddp_model(x)
-                loss = loss_fn(logits, y, w)
-                # all ranks learn of a divergence on any, before the gradient all-reduce that would wait for it
-                codes = agree(info, GO if torch.isfinite(loss) else DIVERGED, self.device)
-                if any(codes):
-                    self._stop(codes, step + 1, loss)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                step += 1
-                ran += 1
-                t_data += t1 - t0
-                t_step += time.perf_counter() - t1
-                lv = loss.item()
-                if step == cfg.train.steps and cfg.train.bn_recalibration_tiles:
-                    self._recalibrate_bn(model, dataset)
-                bar.update(1)
-                bar.set_postfix(loss=f"{lv:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2g}", refresh=False)
-                row = {}
-                if info.is_main and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
-                    row.update(loss=lv, lr=scheduler.get_last_lr()[0],
-                               data_fraction=t_data / max(t_data + t_step, 1e-9))
-                if step % cfg.train.val_every == 0 or step == cfg.train.steps:
-                    if info.is_main and self.val_samples:
-                        metrics = self.validate(model)
-                        row.update({f"val_{k}": v for k, v in metrics.items()})
-                        value = metrics.get(_monitor_key(cfg.eval.monitor))
-                        if value is not None and _better(value, best, cfg.eval.mode):
-                            best = value
-                            self._save(model, optimizer, scheduler, step, best, self.out / "best.pt", metrics)
-                        bar.set_postfix(loss=f"{lv:.4f}", **{k: f"{v:.4f}" for k, v in metrics.items()})
-                    model.train()
-                if row:
-                    self._log(step, row)
-                if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
-                    if info.is_main:
-                        self._save(model, optimizer, scheduler, step, best, self.out / "last.pt", metrics)
-                    codes = agree(info, GO, self.device)  # also the barrier: the others wait for the save
-                    if any(codes):
-                        self._stop(codes, step, None)
-        except BaseException as err:
-            if info.enabled:
-                if not isinstance(err, _AgreedStop):
-                    announce_stop(info, self.device)  # the others hear it at their next agreement
-                leave(info)
-            raise
-        finally:
-            bar.close()
-            self._close_logs()
-        if info.is_main and not stopped:
-            self._finish(model, metrics)
-        shutdown(info)
-        return metrics
+        run.model.train()
+        while run.step < self.cfg.train.steps:
+            if self.stop_after is not None and ran >= self.stop_after:
+                return {"stopped_at": run.step}, True
+            loss = self._train_step(run)
+            ran += 1
+            self._after_step(run, loss)
+        return run.metrics, False
+
+    def _train_step(self, run: _Run) -> float:
+        """One optimiser step on the next batch; the loss."""
+        cfg, device = self.cfg, self.device
+        t0 = time.perf_counter()
+        batch = next(run.batches)
+        t1 = time.perf_counter()
+        x = batch["image"].to(device, non_blocking=True)
+        if cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y, w = batch["target"].to(device), batch["weight"].to(device)
+        with torch.autocast(device.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
+            logits = run.ddp_model(x)
+        loss = run.loss_fn(logits, y, w)
+        # all ranks learn of a divergence on any, before the gradient all-reduce that would wait for it
+        codes = agree(self.info, GO if torch.isfinite(loss) else DIVERGED, device)
+        if any(codes):
+            self._stop(codes, run.step + 1, loss)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        run.step += 1
+        run.t_data += t1 - t0
+        run.t_step += time.perf_counter() - t1
+        return loss.item()
+
+    def _after_step(self, run: _Run, loss: float):
+        """Progress, log row, validation (and best.pt), checkpoint, as the step number asks."""
+        cfg, info, step = self.cfg, self.info, run.step
+        last = step == cfg.train.steps
+        if last and cfg.train.bn_recalibration_tiles:
+            self._recalibrate_bn(run.model, run.dataset)
+        lr = run.scheduler.get_last_lr()[0]
+        run.bar.update(1)
+        run.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2g}", refresh=False)
+        row = {}
+        if info.is_main and (step % cfg.train.log_every == 0 or last):
+            row.update(loss=loss, lr=lr, data_fraction=run.t_data / max(run.t_data + run.t_step, 1e-9))
+        if step % cfg.train.val_every == 0 or last:
+            if info.is_main and self.val_samples:
+                row.update(self._validate_step(run, loss))
+            run.model.train()
+        if row:
+            self._log(step, row)
+        if step % cfg.train.checkpoint_every == 0 or last:
+            if info.is_main:
+                self._save(run, self.out / "last.pt")
+            codes = agree(info, GO, self.device)  # also the barrier: the others wait for the save
+            if any(codes):
+                self._stop(codes, step, None)
+
+    def _validate_step(self, run: _Run, loss: float) -> dict:
+        """Validate; keep the metrics, write best.pt when the monitored one improved; the log's columns."""
+        cfg = self.cfg
+        run.metrics = self.validate(run.model)
+        value = run.metrics.get(_monitor_key(cfg.eval.monitor))
+        if value is not None and _better(value, run.best, cfg.eval.mode):
+            run.best = value
+            self._save(run, self.out / "best.pt")
+        run.bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.4f}" for k, v in run.metrics.items()})
+        return {f"val_{k}": v for k, v in run.metrics.items()}
 
     def _recalibrate_bn(self, model, dataset) -> int:
         """Precise BN after the last step: running statistics over training tiles spread over the run."""
@@ -465,20 +511,18 @@ class Trainer:
         return evaluate_predictions(probs, gts, insts, metrics=ev.metrics, min_size=ev.min_size)
 
     # ---------------------------------------------------------- state, logs
-    def _save(self, model, optimizer, scheduler, step, best, path, metrics):
-        from unet.checkpoint import save_checkpoint
-
+    def _save(self, run: _Run, path):
         extra = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "best": best,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),  # for the record: resume rebuilds it (make_scheduler)
+            "step": run.step,
+            "best": run.best,
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
         tile, out = self.tile_geometry
-        save_checkpoint(model, path, extra=extra, step=step, experiment=self.cfg.experiment,
-                        config=self.cfg.to_dict(), normalize=self.normalize, metrics=dict(metrics),
+        save_checkpoint(run.model, path, extra=extra, step=run.step, experiment=self.cfg.experiment,
+                        config=self.cfg.to_dict(), normalize=self.normalize, metrics=dict(run.metrics),
                         tile_size=tile, output_size=out, class_weights=self.class_weights)
 
     def _load_state(self, model, optimizer):
