@@ -38,10 +38,16 @@ from torch.optim.lr_scheduler import (ConstantLR, CosineAnnealingLR, LinearLR, L
 from tqdm.auto import tqdm
 
 from unet.checkpoint import read_checkpoint, save_checkpoint
+from unet.data import Augmentation, class_weights_from, load_sample, training_target
 from unet.data.selection import config_pairs, select_pairs  # noqa: F401  (their home: unet.data.selection)
 from unet.data.tiles import TileDataset, make_loader
 from unet.errors import UserError
-from unet.training.config import Config, save_config
+from unet.inference import predict_tiled
+from unet.io import atomic_path
+from unet.models import create_model, freeze_encoder
+from unet.models.geometry import nearest_valid_input_sizes, output_size
+from unet.training.batchnorm import recalibrate_batchnorm
+from unet.training.config import Config, flatten_config, save_config
 from unet.training.distributed import (
     DIVERGED,
     FAILED,
@@ -54,6 +60,7 @@ from unet.training.distributed import (
     wrap_model,
 )
 from unet.training.loss import IGNORE_INDEX, get_loss
+from unet.viz import plot_curves, plot_overlays
 
 
 class _AgreedStop(UserError):
@@ -235,44 +242,37 @@ class Trainer:
 
     # ---------------------------------------------------------------- data
     def _prepare_data(self):
-        from unet import data as D
-
         cfg = self.cfg
         pairs = config_pairs(cfg)
         train_pairs = select_pairs(pairs, cfg.data.train, what="train")
         val_pairs = select_pairs(pairs, cfg.data.val, what="val")
         norm = cfg.data.normalize.model_dump()
-        self.train_samples = [D.load_sample(p, normalize=norm) for p in train_pairs]
-        self.val_samples = [D.load_sample(p, normalize=norm) for p in val_pairs]
+        self.train_samples = [load_sample(p, normalize=norm) for p in train_pairs]
+        self.val_samples = [load_sample(p, normalize=norm) for p in val_pairs]
         self.in_channels = self.train_samples[0].image.shape[0]
         self.normalize = norm
 
     def _class_weights(self, targets):
-        from unet import data as D
-
         cw = self.cfg.loss.class_weights
         if cw == "auto":
-            return [float(x) for x in D.class_weights_from(targets)]
+            return [float(x) for x in class_weights_from(targets)]
         if cw is None:  # no class balancing: w_c = 1 for both classes
             return [1.0, 1.0]
         return [float(x) for x in cw]
 
     def _build_dataset(self, model):
-        from unet import data as D
-        from unet.models.geometry import nearest_valid_input_sizes, output_size
-
         cfg = self.cfg
         tile = cfg.train.tile_size
         if getattr(model, "padding", "same") == "valid":
             tile = nearest_valid_input_sizes(model, tile)[1]
         out = output_size(model, tile)
         self.tile_geometry = (tile, out)
-        targets = [D.training_target(s.labels, partial=s.partial, border=cfg.loss.separate_borders)
+        targets = [training_target(s.labels, partial=s.partial, border=cfg.loss.separate_borders)
                    for s in self.train_samples]
         self.class_weights = self._class_weights(targets)
         aug = _augmentation(cfg)
         length = cfg.train.steps * cfg.train.batch_size * self.info.world_size
-        return D.TileDataset(self.train_samples, input_size=tile, output_size=out, augment=aug, length=length,
+        return TileDataset(self.train_samples, input_size=tile, output_size=out, augment=aug, length=length,
                              seed=cfg.seed, w0=cfg.loss.w0 if cfg.loss.name == "weighted_ce" or cfg.loss.name == "ce_dice" else 0.0,
                              sigma=cfg.loss.sigma, class_weights=self.class_weights,
                              border=cfg.loss.separate_borders, gap_weight=cfg.loss.gap_weight,
@@ -280,9 +280,6 @@ class Trainer:
 
     # --------------------------------------------------------------- model
     def _build_model(self):
-        from unet.checkpoint import read_checkpoint
-        from unet.models import create_model, freeze_encoder
-
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # He initialisation is drawn here
         model = create_model(cfg.model.name, **cfg.model_kwargs(in_channels=self.in_channels))
@@ -447,8 +444,6 @@ class Trainer:
 
     def _recalibrate_bn(self, model, dataset) -> int:
         """Precise BN after the last step: running statistics over training tiles spread over the run."""
-        from unet.training.batchnorm import recalibrate_batchnorm
-
         cfg = self.cfg
         n = min(cfg.train.bn_recalibration_tiles, len(dataset))
         # the same tiles (augmentation included) the run drew, evenly spaced over its steps; every
@@ -485,8 +480,6 @@ class Trainer:
             return (f"No checkpoint was saved ({last} does not exist; the first is written at step "
                     f"{min(self.cfg.train.checkpoint_every, self.cfg.train.steps)})")
         try:
-            from unet.checkpoint import read_checkpoint
-
             saved = int(read_checkpoint(last)["step"])
         except (UserError, KeyError):
             return f"{last} is not a usable checkpoint"
@@ -495,17 +488,13 @@ class Trainer:
     # ---------------------------------------------------------- validation
     def validate(self, model) -> dict:
         """Overlap-tile prediction of every validation image and the configured metrics."""
-        from unet import data as D
-        from unet import metrics as M
-        from unet.inference import predict_tiled
-
         ev = self.cfg.eval
         probs, gts, insts = [], [], []
         for s in self.val_samples:
             prob = predict_tiled(model, s.image if s.image.shape[0] > 1 else s.image[0], tile_size=ev.tile_size,
                                  tta=ev.tta, device=self.device)
             probs.append(prob[1])
-            gts.append(D.training_target(s.labels, partial=s.partial, border=self.cfg.loss.separate_borders))
+            gts.append(training_target(s.labels, partial=s.partial, border=self.cfg.loss.separate_borders))
             insts.append(s.labels)
         self._last_val = probs
         return evaluate_predictions(probs, gts, insts, metrics=ev.metrics, min_size=ev.min_size)
@@ -526,8 +515,6 @@ class Trainer:
                         tile_size=tile, output_size=out, class_weights=self.class_weights)
 
     def _load_state(self, model, optimizer):
-        from unet.checkpoint import read_checkpoint
-
         payload = read_checkpoint(self.out / "last.pt")
         try:
             model.load_state_dict(payload["state_dict"])
@@ -557,7 +544,7 @@ class Trainer:
         self._columns = list(dict.fromkeys(columns + [k for r in kept for k in r]))
         self._rewrite_log(kept)
         self._tb = None
-        try:
+        try:  # here, not at the top: tensorboard is optional at run time (and slow to import)
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.out / "tensorboard"), purge_step=start if self.resume else None)
@@ -565,8 +552,6 @@ class Trainer:
             pass
 
     def _rewrite_log(self, rows: list[dict]):
-        from unet.io import atomic_path
-
         with atomic_path(self._csv_path, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=self._columns)
             writer.writeheader()
@@ -592,8 +577,6 @@ class Trainer:
             tb.close()
 
     def _finish(self, model, metrics):
-        from unet.viz import plot_curves, plot_overlays
-
         plot_curves(self._csv_path, self.out / "curves.png")
         if self.val_samples and self.cfg.eval.overlays:
             if not getattr(self, "_last_val", None):
@@ -614,9 +597,6 @@ RESUMABLE = ("train.steps", "train.val_every", "train.checkpoint_every", "train.
 
 def resume_changes(last: Path, cfg: Config) -> dict:
     """``{key: (saved, new)}`` for the resumable keys ``cfg`` changes; :class:`UserError` for any other change."""
-    from unet.checkpoint import read_checkpoint
-    from unet.training.config import flatten_config
-
     saved = flatten_config(read_checkpoint(last).get("metadata", {}).get("config") or {})
     if not saved:
         return {}
@@ -631,13 +611,8 @@ def resume_changes(last: Path, cfg: Config) -> dict:
     return changed
 
 
-def _augmentation(cfg: Config):
-    from unet.data import Augmentation
-
-    a = cfg.augment
-    return Augmentation(elastic=a.elastic, elastic_grid=a.elastic_grid, elastic_sigma=a.elastic_sigma,
-                        flips=a.flips, rot90=a.rot90, rotate=a.rotate, shift=a.shift, gray=a.gray, gray_gamma=a.gray_gamma,
-                        gray_contrast=a.gray_contrast, gray_brightness=a.gray_brightness)
+def _augmentation(cfg: Config) -> Augmentation:
+    return Augmentation(**cfg.augment.model_dump())  # AugmentConfig: the config's subset of its fields
 
 
 def _log_rows(path: Path, *, up_to: int) -> list[dict]:
