@@ -132,3 +132,22 @@ def test_weight_maps_cached_on_disk(tmp_path, hela):
     c = TileDataset(hela, input_size=60, length=2, cache_dir=tmp_path, sigma=3.0)  # other settings, other key
     assert len(list(tmp_path.glob("weights-*.npy"))) == 4
     assert not np.array_equal(a.weights[0], c.weights[0])
+
+
+def test_loader_leaves_the_global_rng_alone():
+    """Exact resume: dropout draws from torch's global generator; the loader must not draw from it."""
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    for workers in (0, 1):
+        loader = make_loader(list(range(6)), batch_size=2, num_workers=workers, start=2)
+        assert torch.cat(list(loader)).tolist() == [2, 3, 4, 5]
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_loader_shares_each_global_batch_out_to_the_processes():
+    parts = [torch.cat(list(make_loader(list(range(16)), batch_size=2, num_workers=0, start=8, rank=r,
+                                        world_size=2, shuffle=True))).tolist() for r in (0, 1)]
+    order = torch.cat(list(make_loader(list(range(16)), batch_size=2, num_workers=0, shuffle=True))).tolist()
+    assert parts == [order[8:10] + order[12:14], order[10:12] + order[14:16]]
+    with pytest.raises(ValueError, match="global batch"):
+        make_loader(list(range(16)), batch_size=2, start=2, rank=1, world_size=2)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from unet.training.config import ConfigError, load_config, save_config
@@ -59,7 +61,7 @@ def test_augmentation_defaults_have_one_source():
     from unet.training.trainer import _augmentation
 
     assert _augmentation(Config()) == Augmentation()
-    config_defaults = dataclasses.asdict(AugmentConfig())
+    config_defaults = AugmentConfig().model_dump()
     assert config_defaults == {k: v for k, v in dataclasses.asdict(Augmentation()).items() if k in config_defaults}
     # the values that trained every result so far (README: Augmentation)
     assert (Augmentation().rotate, Augmentation().gray_contrast, Augmentation().gray_gamma) == (0.0, 0.2, 0.2)
@@ -78,3 +80,49 @@ def test_scientific_notation_in_files_and_overrides(tmp_path):
         load_config(overrides=["train.steps=1.5e0"])
     again = load_config(save_config(cfg, tmp_path / "resolved.yaml"))
     assert again.to_dict() == cfg.to_dict()
+
+
+def test_every_problem_is_listed_in_one_line_naming_its_key():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["train.stepz=3", "train.steps=-1", "optim.name=rmsprop", "loss.w0=abc"])
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and message.startswith("defaults: ")
+    for part in ("unknown key 'train.stepz'", "train.steps must be > 0, got -1",
+                 "optim.name='rmsprop' is not one of", "loss.w0 must be float, got 'abc'"):
+        assert part in message
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.steps=true", "train.steps must be int, got True"),  # no silent bool -> int
+    ("experiment=5", "experiment must be str, got 5"),
+    ("data.train=5", "data.train must be str or list, got 5"),
+    ("train=[1, 2]", "train must be a mapping"),
+])
+def test_no_silent_conversions(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(overrides=[override])
+
+
+def test_normalize_is_typed_and_stored_as_given(tmp_path):
+    assert load_config().to_dict()["data"]["normalize"] == {"mode": "percentile", "low": 0.1, "high": 99.9}
+    cfg = load_config(overrides=["data.normalize={mode: meanstd}"])
+    # checkpoints and config.yaml keep exactly the settings given (a resumed run compares them)
+    assert cfg.to_dict()["data"]["normalize"] == {"mode": "meanstd"}
+    assert load_config(save_config(cfg, tmp_path / "c.yaml")).to_dict() == cfg.to_dict()
+    for bad, message in [("{mode: median}", "data.normalize.mode='median' is not one of"),
+                         ("{low: 99, high: 1}", "data.normalize: low (99.0) must be below high (1.0)"),
+                         ("{high: 101}", "data.normalize.high must be <= 100"),
+                         ("{mode: percentile, lo: 1}", "unknown key 'data.normalize.lo'")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(overrides=[f"data.normalize={bad}"])
+
+
+def test_monitor_must_be_a_computed_metric():
+    # else best.pt would silently never be written
+    with pytest.raises(ConfigError, match=r"eval.monitor='rand_error' is not among eval.metrics \[iou, pixel_error\]"):
+        load_config(overrides=["eval.monitor=rand_error"])
+    with pytest.raises(ConfigError, match="eval.monitor: unknown metric 'loss'"):
+        load_config(overrides=["eval.monitor=loss"])
+    # the metric's name in the config or in the results (log.csv: val_rand_error)
+    for monitor in ("rand", "rand_error"):
+        assert load_config(overrides=["eval.metrics=[iou, rand]", f"eval.monitor={monitor}"]).eval.monitor == monitor

@@ -5,7 +5,7 @@ import torch.multiprocessing as mp
 import unet
 from unet.training.distributed import DistInfo, shutdown, wrap_model
 from unet.training.loss import weighted_cross_entropy
-from unet.training.trainer import _StepSampler
+from unet.data.tiles import make_loader
 
 
 def _batch():
@@ -48,13 +48,19 @@ def test_ddp_gloo_gradients_equal_single_process(tmp_path):
 
 
 def test_step_sampler_partitions_each_global_batch():
+    def items(start_step, steps, batch, rank=0, world=1):  # what the trainer's loader gives one process
+        loader = make_loader(list(range(steps * batch * world)), batch_size=batch, num_workers=0,
+                             start=start_step * batch * world, rank=rank, world_size=world)
+        return torch.cat(list(loader)).tolist()
+
     seen = []
     for rank in range(2):
-        seen.append(list(_StepSampler(3, 6, 2, DistInfo(rank=rank, world_size=2))))
+        seen.append(items(3, 6, 2, rank, 2))
     assert sorted(seen[0] + seen[1]) == list(range(3 * 4, 6 * 4))  # steps 3..5, global batch 4
     assert not set(seen[0]) & set(seen[1])
+    assert seen[0] == [12, 13, 16, 17, 20, 21]  # rank r: items (step * world + r) * batch + 0..batch-1
     # one process resumes at the same position as it would have reached
-    assert list(_StepSampler(2, 4, 3, DistInfo()))[:3] == [6, 7, 8]
+    assert items(2, 4, 3)[:3] == [6, 7, 8]
 
 
 # --------------------------------------------------------------------------- stopping together

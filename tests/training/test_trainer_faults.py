@@ -93,18 +93,18 @@ def _log_steps(path):
 
 
 def test_log_rows_are_appended_not_the_file_rewritten(tmp_path, monkeypatch):
-    import unet.io
+    import unet.training.trainer
 
     cfg = config(sample_folder(tmp_path / "d"), **{"train.steps": 6, "train.checkpoint_every": 3,
                                                    "train.val_every": 3, "optim.lr": 0.01, "optim.name": "adam"})
-    real, rewrites = unet.io.atomic_path, []
+    real, rewrites = unet.training.trainer.atomic_path, []
 
     def spy(path, **kw):
         if str(path).endswith("log.csv"):
             rewrites.append(str(path))
         return real(path, **kw)
 
-    monkeypatch.setattr(unet.io, "atomic_path", spy)
+    monkeypatch.setattr(unet.training.trainer, "atomic_path", spy)  # the trainer's writer of log.csv
     Trainer(cfg, tmp_path / "run", quiet=True).fit()
     rows = _log_steps(tmp_path / "run" / "log.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]

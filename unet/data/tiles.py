@@ -11,8 +11,8 @@ repeated), which inference uses too.
 Every item of :class:`TileDataset` is a pure function of ``(seed, index)``:
 all randomness comes from ``numpy.random.default_rng([seed, index])``, so an
 interrupted training resumes exactly by restarting at index ``step *
-batch_size`` (:func:`make_loader` ``start=``), and results do not depend on
-the number of loader workers.
+batch_size`` (:func:`make_loader` ``start=``, the trainer's loader too), and
+results do not depend on the number of loader workers.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from unet.data.augment import Augmentation
 from unet.data.elastic import spline_coefficients, warp
@@ -202,8 +202,9 @@ def default_num_workers() -> int:
 
 
 def make_loader(dataset, *, batch_size: int = 1, num_workers: int | None = None, start: int = 0,
-                shuffle: bool = False, drop_last: bool = False, pin_memory: bool = False):
-    """A DataLoader yielding items ``start, start + 1, ...`` of ``dataset`` in order.
+                shuffle: bool = False, drop_last: bool = False, pin_memory: bool = False, rank: int = 0,
+                world_size: int = 1) -> DataLoader:
+    """A DataLoader yielding items ``start, start + 1, ...`` of ``dataset`` in order (also the trainer's).
 
     Items are already random per index (:class:`TileDataset`), so no shuffling
     is needed; ``shuffle=True`` visits a fixed permutation (seeded by
@@ -211,18 +212,30 @@ def make_loader(dataset, *, batch_size: int = 1, num_workers: int | None = None,
     loader started at ``start`` equals batch ``k + start / batch_size`` of a
     loader started at 0, whatever ``num_workers`` is (0 runs in the main
     process).  Workers use one torch thread each and stay alive between epochs.
-    """
-    import torch.utils.data
+    Neither creating nor iterating the loader draws from torch's global random
+    generator (the workers' seeds come from a private one), so dropout in a
+    resumed run draws what it would have drawn.
 
+    Data parallelism (:mod:`unet.training.distributed`): each global batch of
+    ``world_size * batch_size`` consecutive positions is shared out, process
+    ``rank`` taking the ``rank``-th ``batch_size`` of them; ``start`` is then
+    ``step * world_size * batch_size``.
+    """
     n = len(dataset)
     if not 0 <= start <= n:
         raise ValueError(f"start {start} outside 0..{n}")
+    if world_size > 1 and start % (batch_size * world_size):
+        raise ValueError(f"start {start} is not the start of a global batch of {world_size} x {batch_size}")
+    seed = getattr(dataset, "seed", 0)
     if shuffle:
-        order = np.random.default_rng([getattr(dataset, "seed", 0), 0x5EED]).permutation(n)[start:].tolist()
+        order = np.random.default_rng([seed, 0x5EED]).permutation(n)[start:].tolist()
     else:
         order = range(start, n)
+    if world_size > 1:
+        order = [item for position, item in enumerate(order, start) if (position // batch_size) % world_size == rank]
     workers = default_num_workers() if num_workers is None else int(num_workers)
-    return torch.utils.data.DataLoader(
+    return DataLoader(
         dataset, batch_size=batch_size, sampler=order, num_workers=workers, drop_last=drop_last,
         pin_memory=pin_memory, worker_init_fn=init_worker if workers else None,
+        generator=torch.Generator().manual_seed(seed),
         persistent_workers=workers > 0, prefetch_factor=2 if workers else None)

@@ -22,6 +22,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass
@@ -53,10 +54,8 @@ def init_distributed(device_type: str) -> DistInfo:
 def wrap_model(model: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
     if not info.enabled:
         return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(model, device_ids=ids)
+    return DistributedDataParallel(model, device_ids=ids)
 
 
 #: a rank's reason to stop, as agreed between ranks (0: carry on)

@@ -12,8 +12,9 @@ A run lives in one output folder::
 
 Exact resume: training sample ``i`` is a pure function of ``(seed, i)``
 (:class:`unet.data.TileDataset`), so the data-order position is the step
-counter; the checkpoint holds every other piece of state (weights, optimiser,
-scheduler, torch RNG for dropout).  A run killed at any point and restarted
+counter, and so is the learning-rate schedule's (:func:`make_scheduler`); the
+checkpoint holds every other piece of state (weights, optimiser, torch RNG for
+dropout).  A run killed at any point and restarted
 with ``resume=True`` continues from its last checkpoint and ends with the same
 weights as an uninterrupted run (on CPU).
 """
@@ -21,24 +22,37 @@ weights as an uninterrupted run (on CPU).
 from __future__ import annotations
 
 import csv
-import math
 import os
 import shutil
 import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
+from torch.optim.lr_scheduler import (ConstantLR, CosineAnnealingLR, LinearLR, LRScheduler, MultiStepLR, PolynomialLR,
+                                      SequentialLR)
 
-from unet.errors import UserError
+from tqdm.auto import tqdm
+
+from unet.checkpoint import read_checkpoint, save_checkpoint
+from unet.data import Augmentation, class_weights_from, load_sample, training_target
 from unet.data.selection import config_pairs, select_pairs  # noqa: F401  (their home: unet.data.selection)
+from unet.data.tiles import TileDataset, make_loader
+from unet.errors import UserError
 from unet.scoring import metric_name, score_probabilities
-from unet.training.config import Config, save_config
+from unet.inference import predict_tiled
+from unet.io import atomic_path
+from unet.models import create_model, freeze_encoder
+from unet.models.geometry import nearest_valid_input_sizes, output_size
+from unet.training.batchnorm import recalibrate_batchnorm
+from unet.training.config import Config, flatten_config, save_config
 from unet.training.distributed import (
     DIVERGED,
     FAILED,
     GO,
-    DistInfo,
     agree,
     announce_stop,
     init_distributed,
@@ -47,6 +61,7 @@ from unet.training.distributed import (
     wrap_model,
 )
 from unet.training.loss import IGNORE_INDEX, get_loss
+from unet.viz import plot_curves, plot_overlays
 
 
 class _AgreedStop(UserError):
@@ -83,23 +98,47 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def make_scheduler(optimizer, cfg: Config):
-    o, steps = cfg.optim, cfg.train.steps
+def make_scheduler(optimizer, cfg: Config, *, start: int = 0) -> LRScheduler:
+    """The learning-rate schedule of ``cfg.optim`` (torch schedulers), advanced to step ``start``.
 
-    def factor(step: int) -> float:
-        if o.warmup_steps and step < o.warmup_steps:
-            return (step + 1) / o.warmup_steps
-        if o.schedule == "constant":
-            return 1.0
-        if o.schedule == "cosine":
-            t = (step - o.warmup_steps) / max(1, steps - o.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-        if o.schedule == "poly":
-            t = (step - o.warmup_steps) / max(1, steps - o.warmup_steps)
-            return (1 - min(t, 1.0)) ** 0.9
-        return o.gamma ** (step // o.step_size)  # "step"
+    The rate of step ``s`` (0-based) is ``optim.lr`` times: ``(s + 1) / W`` during a warm-up
+    of ``W = optim.warmup_steps`` steps, then by ``optim.schedule``: ``constant`` 1; ``cosine``
+    ``(1 + cos(pi t)) / 2`` and ``poly`` ``(1 - t) ** 0.9`` with ``t = (s - W) / (steps - W)``;
+    ``step`` ``gamma ** (s // step_size)`` (``s`` counted from the run's start, warm-up included).
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    The schedule is a function of the config and the step: a resumed run builds it anew and
+    advances it to its checkpoint's step, replaying the same arithmetic as the uninterrupted run
+    (exact resume; a longer ``train.steps`` stretches the schedule as it would have been).
+    """
+    o = cfg.optim
+    for group in optimizer.param_groups:  # from the configured rate, also on a restored optimiser
+        group["lr"] = group["initial_lr"] = o.lr
+    main = _main_schedule(optimizer, o, after=max(1, cfg.train.steps - o.warmup_steps))
+    scheduler = main
+    if o.warmup_steps:
+        # (s + 1) / W at step s < W; total_iters >= 1 keeps W = 1 (one step at the full rate) defined
+        warmup = LinearLR(optimizer, start_factor=1 / o.warmup_steps, end_factor=1.0,
+                          total_iters=max(1, o.warmup_steps - 1))
+        scheduler = SequentialLR(optimizer, [warmup, main], milestones=[o.warmup_steps])
+    with warnings.catch_warnings():  # no optimiser step happens while advancing, on purpose
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        for _ in range(start):
+            scheduler.step()
+    return scheduler
+
+
+def _main_schedule(optimizer, o, *, after: int) -> LRScheduler:
+    """``optim.schedule`` after the warm-up, which lasts ``steps - after`` steps."""
+    if o.schedule == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=after)
+    if o.schedule == "poly":
+        return PolynomialLR(optimizer, total_iters=after, power=0.9)
+    if o.schedule == "step":
+        # gamma at every multiple of step_size of the whole run (warm-up included); this scheduler counts
+        # from the warm-up's end, and milestones up to that point apply from there on
+        return MultiStepLR(optimizer, milestones=list(range(o.step_size - o.warmup_steps, after + 1, o.step_size)),
+                           gamma=o.gamma)
+    return ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
 def make_optimizer(params, cfg: Config):
@@ -112,20 +151,25 @@ def make_optimizer(params, cfg: Config):
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-class _StepSampler(torch.utils.data.Sampler):
-    """Indices of this process's samples from global step ``start`` on, in order."""
+@dataclass
+class _Run:
+    """What the steps of one :meth:`Trainer.fit` share."""
 
-    def __init__(self, start: int, steps: int, batch: int, info: DistInfo):
-        self.start, self.steps, self.batch, self.info = start, steps, batch, info
-
-    def __iter__(self):
-        w, r, b = self.info.world_size, self.info.rank, self.batch
-        for step in range(self.start, self.steps):
-            base = (step * w + r) * b
-            yield from range(base, base + b)
-
-    def __len__(self):
-        return max(0, self.steps - self.start) * self.batch
+    model: torch.nn.Module
+    ddp_model: torch.nn.Module  # the model, wrapped for data parallelism when there is more than one process
+    dataset: TileDataset
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    batches: Iterator[dict]
+    loss_fn: Callable
+    amp_dtype: Optional[torch.dtype]  # autocast to this (None: off)
+    scaler: torch.amp.GradScaler
+    bar: tqdm
+    step: int  # optimiser steps done
+    best: Optional[float]  # best monitored validation value so far
+    metrics: dict = field(default_factory=dict)  # of the latest validation
+    t_data: float = 0.0  # seconds waiting for batches
+    t_step: float = 0.0  # seconds computing
 
 
 class Trainer:
@@ -199,44 +243,37 @@ class Trainer:
 
     # ---------------------------------------------------------------- data
     def _prepare_data(self):
-        from unet import data as D
-
         cfg = self.cfg
         pairs = config_pairs(cfg)
         train_pairs = select_pairs(pairs, cfg.data.train, what="train")
         val_pairs = select_pairs(pairs, cfg.data.val, what="val")
-        norm = dict(cfg.data.normalize)
-        self.train_samples = [D.load_sample(p, normalize=norm) for p in train_pairs]
-        self.val_samples = [D.load_sample(p, normalize=norm) for p in val_pairs]
+        norm = cfg.data.normalize.model_dump()
+        self.train_samples = [load_sample(p, normalize=norm) for p in train_pairs]
+        self.val_samples = [load_sample(p, normalize=norm) for p in val_pairs]
         self.in_channels = self.train_samples[0].image.shape[0]
         self.normalize = norm
 
     def _class_weights(self, targets):
-        from unet import data as D
-
         cw = self.cfg.loss.class_weights
         if cw == "auto":
-            return [float(x) for x in D.class_weights_from(targets)]
+            return [float(x) for x in class_weights_from(targets)]
         if cw is None:  # no class balancing: w_c = 1 for both classes
             return [1.0, 1.0]
         return [float(x) for x in cw]
 
     def _build_dataset(self, model):
-        from unet import data as D
-        from unet.models.geometry import nearest_valid_input_sizes, output_size
-
         cfg = self.cfg
         tile = cfg.train.tile_size
         if getattr(model, "padding", "same") == "valid":
             tile = nearest_valid_input_sizes(model, tile)[1]
         out = output_size(model, tile)
         self.tile_geometry = (tile, out)
-        targets = [D.training_target(s.labels, partial=s.partial, border=cfg.loss.separate_borders)
+        targets = [training_target(s.labels, partial=s.partial, border=cfg.loss.separate_borders)
                    for s in self.train_samples]
         self.class_weights = self._class_weights(targets)
         aug = _augmentation(cfg)
         length = cfg.train.steps * cfg.train.batch_size * self.info.world_size
-        return D.TileDataset(self.train_samples, input_size=tile, output_size=out, augment=aug, length=length,
+        return TileDataset(self.train_samples, input_size=tile, output_size=out, augment=aug, length=length,
                              seed=cfg.seed, w0=cfg.loss.w0 if cfg.loss.name == "weighted_ce" or cfg.loss.name == "ce_dice" else 0.0,
                              sigma=cfg.loss.sigma, class_weights=self.class_weights,
                              border=cfg.loss.separate_borders, gap_weight=cfg.loss.gap_weight,
@@ -244,9 +281,6 @@ class Trainer:
 
     # --------------------------------------------------------------- model
     def _build_model(self):
-        from unet.checkpoint import read_checkpoint
-        from unet.models import create_model, freeze_encoder
-
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # He initialisation is drawn here
         model = create_model(cfg.model.name, **cfg.model_kwargs(in_channels=self.in_channels))
@@ -274,130 +308,143 @@ class Trainer:
     # ---------------------------------------------------------------- run
     def fit(self) -> dict:
         """Train to ``cfg.train.steps``; return the final validation metrics."""
+        run = self._start_run()
+        try:
+            metrics, stopped = self._train(run)
+        except BaseException as err:
+            if self.info.enabled:
+                if not isinstance(err, _AgreedStop):
+                    announce_stop(self.info, self.device)  # the others hear it at their next agreement
+                leave(self.info)
+            raise
+        finally:
+            run.bar.close()
+            self._close_logs()
+        if self.info.is_main and not stopped:
+            self._finish(run.model, metrics)
+        shutdown(self.info)
+        return metrics
+
+    def _start_run(self) -> _Run:
+        """Model, optimiser, schedule and data at the run's first step (its checkpoint's, when resuming)."""
         cfg, info = self.cfg, self.info
-        model = self._build_model()
+        model = self._build_model()  # draws the initial weights from torch's global RNG
         dataset = self._build_dataset(model)
         model.to(self.device)
         if cfg.train.channels_last:
             model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model.parameters(), cfg)
-        scheduler = make_scheduler(optimizer, cfg)
-        start, best = 0, None
-        rng_state = None
-        if self.resume:
-            start, best, rng_state = self._load_state(model, optimizer, scheduler)
+        start, best, rng_state = self._load_state(model, optimizer) if self.resume else (0, None, None)
+        scheduler = make_scheduler(optimizer, cfg, start=start)
         ddp_model = wrap_model(model, info, self.device)
-        loss_fn = get_loss(cfg.loss.name)
-        from unet.data.tiles import init_worker
-
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=cfg.train.batch_size,
-            sampler=_StepSampler(start, cfg.train.steps, cfg.train.batch_size, info),
-            num_workers=cfg.train.num_workers, worker_init_fn=init_worker,
-            # a private generator: creating the loader must not consume the global RNG (exact resume)
-            generator=torch.Generator().manual_seed(cfg.seed),
-            persistent_workers=False, pin_memory=self.device.type == "cuda",
-        )
+        b, w = cfg.train.batch_size, info.world_size
+        # the resume mechanism: item i of the run is a pure function of (seed, i), step s starts at item s * w * b
+        loader = make_loader(dataset, batch_size=b, num_workers=cfg.train.num_workers, start=start * w * b,
+                             rank=info.rank, world_size=w, pin_memory=self.device.type == "cuda")
         batches = iter(loader)
         if rng_state is not None:  # after the loader's workers exist, so nothing else draws from it
             torch.set_rng_state(rng_state)
         if info.is_main:
-            if not self.resume or self.resume_changes:  # config.yaml always describes what trains
-                save_config(cfg, self.out / "config.yaml")
-            if self.resume_changes:  # shown even with --quiet (which hides the progress bar)
-                print("resume with " + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in self.resume_changes.items())
-                      + " (recorded in config.yaml)")
-            self._open_logs(start)
-            if getattr(self, "init_report", None) and not self.quiet:
-                print(self.init_report)
+            self._announce(start)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
         use_amp = amp_dtype is not None and self.device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-        from tqdm.auto import tqdm
-
         # disable=None: tqdm turns itself off when stderr is not a terminal (logs stay readable)
         bar = tqdm(total=cfg.train.steps, initial=start, disable=True if self.quiet or not info.is_main else None,
                    desc=f"train {cfg.experiment}", unit="step", dynamic_ncols=True, mininterval=1.0)
-        metrics: dict = {}
-        step = start
-        t_data = t_step = 0.0
+        return _Run(model=model, ddp_model=ddp_model, dataset=dataset, optimizer=optimizer, scheduler=scheduler,
+                    batches=batches,
+                    loss_fn=get_loss(cfg.loss.name), amp_dtype=amp_dtype if use_amp else None,
+                    scaler=torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16),
+                    bar=bar, step=start, best=best)
+
+    def _announce(self, start: int):
+        """Rank 0 at the start: config.yaml, what a resume changed, the logs, how the weights were initialised."""
+        if not self.resume or self.resume_changes:  # config.yaml always describes what trains
+            save_config(self.cfg, self.out / "config.yaml")
+        if self.resume_changes:  # shown even with --quiet (which hides the progress bar)
+            print("resume with " + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in self.resume_changes.items())
+                  + " (recorded in config.yaml)")
+        self._open_logs(start)
+        if getattr(self, "init_report", None) and not self.quiet:
+            print(self.init_report)
+
+    def _train(self, run: _Run) -> tuple[dict, bool]:
+        """The steps from ``run.step`` on: (final metrics, whether ``stop_after`` stopped the run early)."""
         ran = 0
-        model.train()
-        stopped = False
-        try:
-            while step < cfg.train.steps:
-                if self.stop_after is not None and ran >= self.stop_after:
-                    metrics, stopped = {"stopped_at": step}, True
-                    break
-                t0 = time.perf_counter()
-                batch = next(batches)
-                t1 = time.perf_counter()
-                x = batch["image"].to(self.device, non_blocking=True)
-                if cfg.train.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                y = batch["target"].to(self.device)
-                w = batch["weight"].to(self.device)
-                with torch.autocast(self.device.type, dtype=amp_dtype or torch.bfloat16, enabled=use_amp):
-                    logits = ddp_model(x)
-                loss = loss_fn(logits, y, w)
-                # all ranks learn of a divergence on any, before the gradient all-reduce that would wait for it
-                codes = agree(info, GO if torch.isfinite(loss) else DIVERGED, self.device)
-                if any(codes):
-                    self._stop(codes, step + 1, loss)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                step += 1
-                ran += 1
-                t_data += t1 - t0
-                t_step += time.perf_counter() - t1
-                lv = loss.item()
-                if step == cfg.train.steps and cfg.train.bn_recalibration_tiles:
-                    self._recalibrate_bn(model, dataset)
-                bar.update(1)
-                bar.set_postfix(loss=f"{lv:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2g}", refresh=False)
-                row = {}
-                if info.is_main and (step % cfg.train.log_every == 0 or step == cfg.train.steps):
-                    row.update(loss=lv, lr=scheduler.get_last_lr()[0],
-                               data_fraction=t_data / max(t_data + t_step, 1e-9))
-                if step % cfg.train.val_every == 0 or step == cfg.train.steps:
-                    if info.is_main and self.val_samples:
-                        metrics = self.validate(model)
-                        row.update({f"val_{k}": v for k, v in metrics.items()})
-                        value = metrics.get(_monitor_key(cfg.eval.monitor))
-                        if value is not None and _better(value, best, cfg.eval.mode):
-                            best = value
-                            self._save(model, optimizer, scheduler, step, best, self.out / "best.pt", metrics)
-                        bar.set_postfix(loss=f"{lv:.4f}", **{k: f"{v:.4f}" for k, v in metrics.items()})
-                    model.train()
-                if row:
-                    self._log(step, row)
-                if step % cfg.train.checkpoint_every == 0 or step == cfg.train.steps:
-                    if info.is_main:
-                        self._save(model, optimizer, scheduler, step, best, self.out / "last.pt", metrics)
-                    codes = agree(info, GO, self.device)  # also the barrier: the others wait for the save
-                    if any(codes):
-                        self._stop(codes, step, None)
-        except BaseException as err:
-            if info.enabled:
-                if not isinstance(err, _AgreedStop):
-                    announce_stop(info, self.device)  # the others hear it at their next agreement
-                leave(info)
-            raise
-        finally:
-            bar.close()
-            self._close_logs()
-        if info.is_main and not stopped:
-            self._finish(model, metrics)
-        shutdown(info)
-        return metrics
+        run.model.train()
+        while run.step < self.cfg.train.steps:
+            if self.stop_after is not None and ran >= self.stop_after:
+                return {"stopped_at": run.step}, True
+            loss = self._train_step(run)
+            ran += 1
+            self._after_step(run, loss)
+        return run.metrics, False
+
+    def _train_step(self, run: _Run) -> float:
+        """One optimiser step on the next batch; the loss."""
+        cfg, device = self.cfg, self.device
+        t0 = time.perf_counter()
+        batch = next(run.batches)
+        t1 = time.perf_counter()
+        x = batch["image"].to(device, non_blocking=True)
+        if cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y, w = batch["target"].to(device), batch["weight"].to(device)
+        with torch.autocast(device.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
+            logits = run.ddp_model(x)
+        loss = run.loss_fn(logits, y, w)
+        # all ranks learn of a divergence on any, before the gradient all-reduce that would wait for it
+        codes = agree(self.info, GO if torch.isfinite(loss) else DIVERGED, device)
+        if any(codes):
+            self._stop(codes, run.step + 1, loss)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        run.step += 1
+        run.t_data += t1 - t0
+        run.t_step += time.perf_counter() - t1
+        return loss.item()
+
+    def _after_step(self, run: _Run, loss: float):
+        """Progress, log row, validation (and best.pt), checkpoint, as the step number asks."""
+        cfg, info, step = self.cfg, self.info, run.step
+        last = step == cfg.train.steps
+        if last and cfg.train.bn_recalibration_tiles:
+            self._recalibrate_bn(run.model, run.dataset)
+        lr = run.scheduler.get_last_lr()[0]
+        run.bar.update(1)
+        run.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2g}", refresh=False)
+        row = {}
+        if info.is_main and (step % cfg.train.log_every == 0 or last):
+            row.update(loss=loss, lr=lr, data_fraction=run.t_data / max(run.t_data + run.t_step, 1e-9))
+        if step % cfg.train.val_every == 0 or last:
+            if info.is_main and self.val_samples:
+                row.update(self._validate_step(run, loss))
+            run.model.train()
+        if row:
+            self._log(step, row)
+        if step % cfg.train.checkpoint_every == 0 or last:
+            if info.is_main:
+                self._save(run, self.out / "last.pt")
+            codes = agree(info, GO, self.device)  # also the barrier: the others wait for the save
+            if any(codes):
+                self._stop(codes, step, None)
+
+    def _validate_step(self, run: _Run, loss: float) -> dict:
+        """Validate; keep the metrics, write best.pt when the monitored one improved; the log's columns."""
+        cfg = self.cfg
+        run.metrics = self.validate(run.model)
+        value = run.metrics.get(_monitor_key(cfg.eval.monitor))
+        if value is not None and _better(value, run.best, cfg.eval.mode):
+            run.best = value
+            self._save(run, self.out / "best.pt")
+        run.bar.set_postfix(loss=f"{loss:.4f}", **{k: f"{v:.4f}" for k, v in run.metrics.items()})
+        return {f"val_{k}": v for k, v in run.metrics.items()}
 
     def _recalibrate_bn(self, model, dataset) -> int:
         """Precise BN after the last step: running statistics over training tiles spread over the run."""
-        from unet.training.batchnorm import recalibrate_batchnorm
-
         cfg = self.cfg
         n = min(cfg.train.bn_recalibration_tiles, len(dataset))
         # the same tiles (augmentation included) the run drew, evenly spaced over its steps; every
@@ -434,8 +481,6 @@ class Trainer:
             return (f"No checkpoint was saved ({last} does not exist; the first is written at step "
                     f"{min(self.cfg.train.checkpoint_every, self.cfg.train.steps)})")
         try:
-            from unet.checkpoint import read_checkpoint
-
             saved = int(read_checkpoint(last)["step"])
         except (UserError, KeyError):
             return f"{last} is not a usable checkpoint"
@@ -444,41 +489,33 @@ class Trainer:
     # ---------------------------------------------------------- validation
     def validate(self, model) -> dict:
         """Overlap-tile prediction of every validation image and the configured metrics."""
-        from unet import data as D
-        from unet import metrics as M
-        from unet.inference import predict_tiled
-
         ev = self.cfg.eval
         probs, gts, insts = [], [], []
         for s in self.val_samples:
             prob = predict_tiled(model, s.image if s.image.shape[0] > 1 else s.image[0], tile_size=ev.tile_size,
                                  tta=ev.tta, device=self.device)
             probs.append(prob[1])
-            gts.append(D.training_target(s.labels, partial=s.partial, border=self.cfg.loss.separate_borders))
+            gts.append(training_target(s.labels, partial=s.partial, border=self.cfg.loss.separate_borders))
             insts.append(s.labels)
         self._last_val = probs
         return evaluate_predictions(probs, gts, insts, metrics=ev.metrics, min_size=ev.min_size)
 
     # ---------------------------------------------------------- state, logs
-    def _save(self, model, optimizer, scheduler, step, best, path, metrics):
-        from unet.checkpoint import save_checkpoint
-
+    def _save(self, run: _Run, path):
         extra = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "best": best,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),  # for the record: resume rebuilds it (make_scheduler)
+            "step": run.step,
+            "best": run.best,
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
         tile, out = self.tile_geometry
-        save_checkpoint(model, path, extra=extra, step=step, experiment=self.cfg.experiment,
-                        config=self.cfg.to_dict(), normalize=self.normalize, metrics=dict(metrics),
+        save_checkpoint(run.model, path, extra=extra, step=run.step, experiment=self.cfg.experiment,
+                        config=self.cfg.to_dict(), normalize=self.normalize, metrics=dict(run.metrics),
                         tile_size=tile, output_size=out, class_weights=self.class_weights)
 
-    def _load_state(self, model, optimizer, scheduler):
-        from unet.checkpoint import read_checkpoint
-
+    def _load_state(self, model, optimizer):
         payload = read_checkpoint(self.out / "last.pt")
         try:
             model.load_state_dict(payload["state_dict"])
@@ -491,7 +528,7 @@ class Trainer:
                             f"than the run trained ({diff or 'weights differ'}); resume without changing "
                             "model.*, or start a new run (--out elsewhere)") from None
         optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
+        # the scheduler is not loaded: make_scheduler rebuilds it for the step (checkpoints of any version)
         if torch.cuda.is_available() and payload["rng"]["cuda"]:
             torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
         return int(payload["step"]), payload.get("best"), payload["rng"]["torch"]
@@ -508,7 +545,7 @@ class Trainer:
         self._columns = list(dict.fromkeys(columns + [k for r in kept for k in r]))
         self._rewrite_log(kept)
         self._tb = None
-        try:
+        try:  # here, not at the top: tensorboard is optional at run time (and slow to import)
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.out / "tensorboard"), purge_step=start if self.resume else None)
@@ -516,8 +553,6 @@ class Trainer:
             pass
 
     def _rewrite_log(self, rows: list[dict]):
-        from unet.io import atomic_path
-
         with atomic_path(self._csv_path, overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=self._columns)
             writer.writeheader()
@@ -543,8 +578,6 @@ class Trainer:
             tb.close()
 
     def _finish(self, model, metrics):
-        from unet.viz import plot_curves, plot_overlays
-
         plot_curves(self._csv_path, self.out / "curves.png")
         if self.val_samples and self.cfg.eval.overlays:
             if not getattr(self, "_last_val", None):
@@ -565,9 +598,6 @@ RESUMABLE = ("train.steps", "train.val_every", "train.checkpoint_every", "train.
 
 def resume_changes(last: Path, cfg: Config) -> dict:
     """``{key: (saved, new)}`` for the resumable keys ``cfg`` changes; :class:`UserError` for any other change."""
-    from unet.checkpoint import read_checkpoint
-    from unet.training.config import flatten_config
-
     saved = flatten_config(read_checkpoint(last).get("metadata", {}).get("config") or {})
     if not saved:
         return {}
@@ -582,13 +612,8 @@ def resume_changes(last: Path, cfg: Config) -> dict:
     return changed
 
 
-def _augmentation(cfg: Config):
-    from unet.data import Augmentation
-
-    a = cfg.augment
-    return Augmentation(elastic=a.elastic, elastic_grid=a.elastic_grid, elastic_sigma=a.elastic_sigma,
-                        flips=a.flips, rot90=a.rot90, rotate=a.rotate, shift=a.shift, gray=a.gray, gray_gamma=a.gray_gamma,
-                        gray_contrast=a.gray_contrast, gray_brightness=a.gray_brightness)
+def _augmentation(cfg: Config) -> Augmentation:
+    return Augmentation(**cfg.augment.model_dump())  # AugmentConfig: the config's subset of its fields
 
 
 def _log_rows(path: Path, *, up_to: int) -> list[dict]:
