@@ -22,26 +22,23 @@ def test_cli_values_are_the_official_ones(tmp_path):
     seg = {n: fc for n, fc in load_cases("seg").items() if n in ("s04_just_over_half", "s09_pooled_not_per_frame",
                                                                   "s11_realistic_perturbed")}
     assert len(isbi) == 4 and len(seg) == 3
-    for name, (folder, case) in isbi.items():
-        arrays = load_arrays(folder, name)
-        write(tmp_path / "isbi/gt" / f"{name}.tif", arrays["labels"])
-        write(tmp_path / "isbi/pred" / f"{name}.tif", arrays["proposal"])
-    out = tmp_path / "isbi.json"
-    assert main(["evaluate", str(tmp_path / "isbi/pred"), str(tmp_path / "isbi/gt"), "--metric", "isbi",
-                 "--json", str(out)]) == 0
-    rows = {r["name"]: r for r in json.loads(out.read_text())["images"]}
+    def evaluate(metric, cases, gt_key, pred_key):
+        """``unet evaluate`` of the golden cases written as files: its rows by name."""
+        for name, (folder, _) in cases.items():
+            arrays = load_arrays(folder, name)
+            write(tmp_path / metric / "gt" / f"{name}.tif", arrays[gt_key])
+            write(tmp_path / metric / "pred" / f"{name}.tif", arrays[pred_key])
+        out = tmp_path / f"{metric}.json"
+        assert main(["evaluate", str(tmp_path / metric / "pred"), str(tmp_path / metric / "gt"), "--metric", metric,
+                     "--json", str(out)]) == 0
+        return {r["name"]: r for r in json.loads(out.read_text())["images"]}
+
+    rows = evaluate("isbi", isbi, "labels", "proposal")
     for name, (_, case) in isbi.items():
         e = case["expected"]
         assert rows[name]["pixel_error"] == pytest.approx(e["pixel_error"], abs=1e-9), name
         assert rows[name]["rand_error"] == pytest.approx(e["rand_error"], abs=1e-9), name
         assert rows[name]["warping_error"] == pytest.approx(e["warping_error"], abs=1e-12), name
-    for name, (folder, case) in seg.items():
-        arrays = load_arrays(folder, name)
-        write(tmp_path / "seg/gt" / f"{name}.tif", arrays["gt"])
-        write(tmp_path / "seg/res" / f"{name}.tif", arrays["res"])
-    out = tmp_path / "seg.json"
-    assert main(["evaluate", str(tmp_path / "seg/res"), str(tmp_path / "seg/gt"), "--metric", "seg",
-                 "--json", str(out)]) == 0
-    rows = {r["name"]: r for r in json.loads(out.read_text())["images"]}
+    rows = evaluate("seg", seg, "gt", "res")
     for name, (_, case) in seg.items():
         assert rows[name]["seg"] == pytest.approx(case["expected_seg"], abs=1e-9), name
