@@ -7,7 +7,6 @@ import pathlib
 import numpy as np
 import pytest
 import skimage.io
-import tifffile
 import torch
 import yaml
 
@@ -47,15 +46,6 @@ def one_error_line(capsys, command: str) -> str:
     errors = [line for line in err if line.startswith(f"unet {command}: error: ")]
     assert len(errors) == 1 and "Traceback" not in "\n".join(err), err
     return errors[0]
-
-
-@pytest.fixture()
-def checkpoint_and_image(tmp_path):
-    torch.manual_seed(0)
-    ckpt = unet.save_checkpoint(unet.create_model("unet", base_channels=2, depth=2, dropout=0.0), tmp_path / "m.pt")
-    image = tmp_path / "img.tif"
-    tifffile.imwrite(image, np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8))
-    return ckpt, image
 
 
 @pytest.mark.parametrize("device, words", [("banana", "unknown device"), ("cuda", "no CUDA GPU"),

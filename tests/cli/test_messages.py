@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pytest
 import tifffile
-import torch
 import yaml
 
 import unet
@@ -17,15 +16,6 @@ from unet.data.manifest import sha256_of
 SAMPLE = pathlib.Path(unet.__file__).parent / "sample_data" / "isbi2012" / "train"
 
 
-@pytest.fixture()
-def job(tmp_path):
-    torch.manual_seed(0)
-    ckpt = unet.save_checkpoint(unet.create_model("unet", base_channels=2, depth=2, dropout=0.0), tmp_path / "m.pt")
-    image = tmp_path / "img.tif"
-    tifffile.imwrite(image, np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8))
-    return ckpt, image
-
-
 def error_line(capsys, command):
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith(f"unet {command}: error: ")]
@@ -33,8 +23,8 @@ def error_line(capsys, command):
     return lines[0]
 
 
-def test_output_with_an_unsupported_extension_is_refused(job, tmp_path, capsys):
-    ckpt, image = job
+def test_output_with_an_unsupported_extension_is_refused(checkpoint_and_image, tmp_path, capsys):
+    ckpt, image = checkpoint_and_image
     assert main(["predict", str(image), "-c", str(ckpt), "-o", str(tmp_path / "x.jpg"), "-q"]) == 2
     line = error_line(capsys, "predict")
     assert "x.jpg: unsupported output type '.jpg'" in line and ".tif" in line and ".zarr" in line
@@ -44,9 +34,9 @@ def test_output_with_an_unsupported_extension_is_refused(job, tmp_path, capsys):
 @pytest.mark.parametrize("extra, words", [([], "not probabilities of dtype float32"),
                                           (["--output", "labels"], "not instance labels"),
                                           (["--dtype", "float16"], "not probabilities of dtype float16")])
-def test_png_output_that_cannot_hold_the_values_is_refused_before_predicting(job, tmp_path, capsys, monkeypatch,
+def test_png_output_that_cannot_hold_the_values_is_refused_before_predicting(checkpoint_and_image, tmp_path, capsys, monkeypatch,
                                                                                 extra, words):
-    ckpt, image = job
+    ckpt, image = checkpoint_and_image
     import unet.inference.files as files
 
     def no_prediction(*a, **k):
@@ -58,16 +48,16 @@ def test_png_output_that_cannot_hold_the_values_is_refused_before_predicting(job
     assert not (tmp_path / "p.png").exists()
 
 
-def test_png_of_uint8_probabilities_and_of_a_mask_still_work(job, tmp_path):
-    ckpt, image = job
+def test_png_of_uint8_probabilities_and_of_a_mask_still_work(checkpoint_and_image, tmp_path):
+    ckpt, image = checkpoint_and_image
     for extra in (["--dtype", "uint8"], ["--output", "mask"]):
         out = tmp_path / f"p{len(os.listdir(tmp_path))}.png"
         assert main(["predict", str(image), "-c", str(ckpt), "-o", str(out), "-q", *extra]) == 0
         assert unet.io.read_image(out).dtype == np.uint8
 
 
-def test_random_bytes_are_not_a_checkpoint(job, tmp_path, capsys):
-    _, image = job
+def test_random_bytes_are_not_a_checkpoint(checkpoint_and_image, tmp_path, capsys):
+    _, image = checkpoint_and_image
     bad = tmp_path / "random.pt"
     bad.write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     assert main(["predict", str(image), "-c", str(bad), "-o", str(tmp_path / "o.tif")]) == 2
@@ -75,8 +65,8 @@ def test_random_bytes_are_not_a_checkpoint(job, tmp_path, capsys):
     assert "random.pt: not a checkpoint" in line and "pickled" not in line
 
 
-def test_a_constant_image_is_named_in_a_warning(job, tmp_path, capsys):
-    ckpt, _ = job
+def test_a_constant_image_is_named_in_a_warning(checkpoint_and_image, tmp_path, capsys):
+    ckpt, _ = checkpoint_and_image
     flat = tmp_path / "flat.tif"
     tifffile.imwrite(flat, np.full((40, 40), 7, np.uint8))
     assert main(["predict", str(flat), "-c", str(ckpt), "-o", str(tmp_path / "o.tif"), "-q"]) == 0
@@ -126,8 +116,8 @@ def test_demo_continues_an_interrupted_run_as_it_suggests(tmp_path, capsys):
     assert steps == [1, 2]  # continued from step 1, not started over
 
 
-def test_several_inputs_into_a_file_name_still_ask_for_a_folder(job, tmp_path, capsys):
-    ckpt, image = job
+def test_several_inputs_into_a_file_name_still_ask_for_a_folder(checkpoint_and_image, tmp_path, capsys):
+    ckpt, image = checkpoint_and_image
     other = tmp_path / "img2.tif"
     other.write_bytes(image.read_bytes())
     assert main(["predict", str(image), str(other), "-c", str(ckpt), "-o", str(tmp_path / "x.tif"), "-q"]) == 2
