@@ -103,7 +103,25 @@ def shutdown(info: DistInfo) -> None:
     """
     if info.enabled and dist.is_initialized():
         dist.barrier()
+        _all_left_the_barrier(info)
         dist.destroy_process_group()
+
+
+def _all_left_the_barrier(info: DistInfo, timeout: timedelta = timedelta(seconds=60)) -> None:
+    """Wait, through the rendezvous store, until every process has returned from the last barrier.
+
+    A process returns from a gloo barrier as soon as it has the others' messages, possibly before a
+    peer has received its own; tearing its pairs down then can still abort that peer (SIGABRT).
+    The store is not a gloo pair, so once every rank has checked in there no collective is in flight.
+    """
+    try:
+        from torch.distributed.distributed_c10d import _get_default_store
+
+        store = _get_default_store()
+    except (ImportError, RuntimeError):
+        return  # no store to meet at: the barrier alone
+    store.set(f"unet/left-barrier/{info.rank}", "1")
+    store.wait([f"unet/left-barrier/{r}" for r in range(info.world_size)], timeout)
 
 
 def leave(info: DistInfo, *, timeout: timedelta = STOP_TIMEOUT) -> None:
