@@ -245,6 +245,28 @@ def build_rdf(metadata: dict, *, dataset: str | None, tile_shape, name: str, aut
     }
 
 
+def _write_package_files(root: Path, net, metadata: dict, *, dataset, tile: np.ndarray, probs: np.ndarray) -> None:
+    """The files the description names: test tensors, sample, cover, documentation, source, three weight formats."""
+    import torch
+
+    from unet.export import onnx_bytes, torchscript_bytes
+    from unet.export.network import architecture_source
+    from unet.io import write_image
+
+    np.save(root / "test_input.npy", tile[None])
+    np.save(root / "test_output.npy", probs)
+    if metadata["in_channels"] == 1:
+        write_image(root / "sample_input.png", np.clip(tile[0], 0, 255).astype(np.uint8))
+    write_image(root / "cover.png", _cover(tile, probs[0], metadata["halo"]))
+    (root / "README.md").write_text(_documentation(metadata, dataset, tile.shape[-1]))
+    (root / "unet_architecture.py").write_text(architecture_source())
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
+    (root / "weights.pt").write_bytes(buf.getvalue())
+    (root / "weights_torchscript.pt").write_bytes(torchscript_bytes(net, metadata))
+    (root / "weights.onnx").write_bytes(onnx_bytes(net, metadata))
+
+
 def write_package(net, out, *, metadata: dict, checkpoint_metadata: dict, overwrite: bool = False, sample=None,
                   authors=None, license: str | None = None, name: str | None = None) -> Path:
     """Write the bioimage.io package of ``net`` (a :class:`ProbabilityNet`) to the zip ``out``, atomically.
@@ -259,9 +281,8 @@ def write_package(net, out, *, metadata: dict, checkpoint_metadata: dict, overwr
     from bioimageio.spec import ValidationContext, build_description, save_bioimageio_package
 
     from unet.data.normalize import intensity_range, normalize
-    from unet.export import ONNX_OPSET, onnx_bytes, torchscript_bytes
-    from unet.export.network import architecture_source
-    from unet.io import atomic_path, write_image
+    from unet.export import ONNX_OPSET
+    from unet.io import atomic_path
 
     out = Path(out)
     metadata = dict(metadata, onnx_opset=ONNX_OPSET)
@@ -283,18 +304,7 @@ def write_package(net, out, *, metadata: dict, checkpoint_metadata: dict, overwr
         del rdf["inputs"][0]["sample_tensor"]
     with tempfile.TemporaryDirectory(prefix=".unet-export-") as tmp:
         root = Path(tmp)
-        np.save(root / "test_input.npy", tile[None])
-        np.save(root / "test_output.npy", probs)
-        write_image(root / "sample_input.png", np.clip(tile[0], 0, 255).astype(np.uint8)) \
-            if metadata["in_channels"] == 1 else None
-        write_image(root / "cover.png", _cover(tile, probs[0], metadata["halo"]))
-        (root / "README.md").write_text(_documentation(metadata, dataset, tile.shape[-1]))
-        (root / "unet_architecture.py").write_text(architecture_source())
-        buf = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, buf)
-        (root / "weights.pt").write_bytes(buf.getvalue())
-        (root / "weights_torchscript.pt").write_bytes(torchscript_bytes(net, metadata))
-        (root / "weights.onnx").write_bytes(onnx_bytes(net, metadata))
+        _write_package_files(root, net, metadata, dataset=dataset, tile=tile, probs=probs)
         with ValidationContext(root=root, perform_io_checks=True):
             descr = build_description(rdf)
         summary = descr.validation_summary
