@@ -172,6 +172,14 @@ class _Run:
     t_step: float = 0.0  # seconds computing
 
 
+def _stop_workers(batches) -> None:
+    """End the loader's worker processes now: persistent workers otherwise outlive the run until the
+    iterator is garbage-collected, and `unet reproduce` kept one idle process per finished training."""
+    stop = getattr(batches, "_shutdown_workers", None)  # torch's multi-process iterator
+    if stop is not None:
+        stop()
+
+
 class Trainer:
     """Train a model as configured in ``cfg``, writing everything to ``out_dir``.
 
@@ -320,6 +328,7 @@ class Trainer:
         finally:
             run.bar.close()
             self._close_logs()
+            _stop_workers(run.batches)
         if self.info.is_main and not stopped:
             self._finish(run.model, metrics)
         shutdown(self.info)
