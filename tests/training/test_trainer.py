@@ -145,3 +145,16 @@ def test_init_from_another_architecture_needs_partial_init(tiny_isbi, tiny_cfg, 
     same = tiny_cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 1})
     Trainer(same, tmp_path / "dst2", init_from=src).fit()  # the same architecture loads whole without the flag
     assert "kept their fresh" not in capsys.readouterr().out
+
+
+def test_fit_ends_its_loader_workers(tiny_isbi, tiny_cfg, tmp_path):
+    # unet reproduce runs dozens of trainings in one process: each must leave no worker process behind
+    import multiprocessing
+
+    before = {p.pid for p in multiprocessing.active_children()}
+    cfg = tiny_cfg(tiny_isbi, **{"train.steps": 2, "train.val_every": 2, "train.num_workers": 1})
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True)
+    trainer.fit()
+    assert read_checkpoint(tmp_path / "run/last.pt")["step"] == 2
+    left = {p.pid for p in multiprocessing.active_children()} - before
+    assert not left, f"worker processes still alive after fit(): {sorted(left)}"
