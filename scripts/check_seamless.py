@@ -32,21 +32,19 @@ TOLERANCE = 1e-4
 def check(path, image: np.ndarray, *, tile_sizes=None, batch_size: int = 8) -> dict:
     """One checkpoint: its verdict, and the differences of each tile size from the first."""
     import unet
-    from unet.data.normalize import DEFAULT_NORMALIZE, intensity_range, normalize
+    from unet.data.normalize import DEFAULT_NORMALIZE
     from unet.inference import TileDependenceWarning, consistency_tile_sizes, predict_tiled
 
     model, meta = unet.load_checkpoint(path, with_metadata=True)
     settings = meta.get("normalize") or DEFAULT_NORMALIZE
-    keys = {k: settings[k] for k in ("mode", "low", "high") if k in settings}
-    img = normalize(image, value_range=intensity_range(image, **keys))
-    sizes = list(tile_sizes) if tile_sizes else consistency_tile_sizes(model, img.shape)
+    sizes = list(tile_sizes) if tile_sizes else consistency_tile_sizes(model, image.shape)
     probs = []
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TileDependenceWarning)
         for t in sizes:
-            probs.append(predict_tiled(model, img, tile_size=max(img.shape) if t is None else t,
-                                       batch_size=batch_size))
+            probs.append(predict_tiled(model, image, tile_size=max(image.shape) if t is None else t,
+                                       batch_size=batch_size, normalize=settings))
     ref = probs[0]
     rows = [{"tile": "whole" if t is None else t, "max_abs_diff": float(np.abs(p - ref).max()),
              "class_changed": float(np.mean(p.argmax(0) != ref.argmax(0)))} for t, p in zip(sizes[1:], probs[1:])]

@@ -750,7 +750,7 @@ def consistency_tile_sizes(model, shape: Sequence[int], *, middle: int = 128) ->
 
 
 def tile_consistency(model, image, tile_sizes=None, *, batch_size: int = 8, device=None,
-                     axes: str | None = None) -> float:
+                     axes: str | None = None, normalize: dict | None = None) -> float:
     """Largest absolute difference of the class probabilities of ``image`` between tile sizes.
 
     The first entry of ``tile_sizes`` is the reference; every other one is
@@ -762,12 +762,13 @@ def tile_consistency(model, image, tile_sizes=None, *, batch_size: int = 8, devi
     ----------
     model : torch.nn.Module
     image : array_like
-        Normalised image, as for :func:`predict_tiled`.
+        Image, as for :func:`predict_tiled`: normalised, or raw with ``normalize``.
     tile_sizes : sequence of (int or None), optional
         Output tile sizes; None is one tile covering the image.  Default
         :func:`consistency_tile_sizes`: smallest valid, about 128 px, whole image.
-    batch_size, device, axes
-        As for :func:`predict_tiled`.
+    batch_size, device, axes, normalize
+        As for :func:`predict_tiled` (``normalize``: a checkpoint's settings
+        for a raw ``image``).
 
     Returns
     -------
@@ -784,7 +785,7 @@ def tile_consistency(model, image, tile_sizes=None, *, batch_size: int = 8, devi
         warnings.simplefilter("ignore", TileDependenceWarning)  # measured here, not warned about
         for t in tile_sizes:
             p = predict_tiled(model, arr, tile_size=whole if t is None else t, batch_size=batch_size,
-                              device=device, axes=axes)
+                              device=device, axes=axes, normalize=normalize)
             if ref is None:
                 ref = p
             else:
