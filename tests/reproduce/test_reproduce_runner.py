@@ -152,6 +152,25 @@ def test_rerun_refuses_then_resume_reuses_finished_folds(finished, own_copy, cap
         assert a["summary"] == b["summary"]
 
 
+def test_resume_keys_finished_folds_by_the_config_their_weights_were_trained_with(finished, own_copy):
+    from unet.reproduce.runner import config_key
+
+    mine = own_copy(finished)
+    fold = mine["runs"] / "unet/fold1"
+    trained = read_checkpoint(fold / "last.pt")["metadata"]["config"]
+    # a key stored by an older config_key (or a renamed metric) does not force a retraining ...
+    res = json.loads((fold / "result.json").read_text())
+    (fold / "result.json").write_text(json.dumps(dict(res, config_key="0" * 16)))
+    mtime = (fold / "last.pt").stat().st_mtime_ns
+    assert main(mine["argv"] + ["--resume"]) == 0
+    assert (fold / "last.pt").stat().st_mtime_ns == mtime
+    # ... deprecated metric aliases hash like their canonical names, and a real change still counts
+    aliased = {**trained, "eval": {**trained["eval"], "metrics": ["iou", "pixel", "rand", "warping"]}}
+    canonical = {**trained, "eval": {**trained["eval"], "metrics": ["iou", "pixel_error", "rand_error", "warping_error"]}}
+    assert config_key(aliased) == config_key(canonical)
+    assert config_key({**trained, "seed": trained["seed"] + 1}) != config_key(trained)
+
+
 def test_interrupted_fold_resumes_from_its_checkpoint(tiny_isbi_stack, tmp_path, make_tiny_experiment):
     from unet.reproduce import load_experiment, resolve_folds
     from unet.reproduce.runner import _pairs, build_config, run_experiment

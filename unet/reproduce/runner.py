@@ -35,6 +35,7 @@ from unet.reproduce.figures import comparison_rows, plot_comparison
 from unet.reproduce.folds import Fold, carve_validation, check_no_leak, resolve_folds, select_folds
 from unet.reproduce.report import (PROTOCOL, check_comparisons, check_targets, git_commit, machine_info, summarize,
                                    write_report)
+from unet.scoring import METRIC_ALIASES
 from unet.training.config import flatten_config, load_config, parse_overrides
 from unet.training.trainer import Trainer, pick_device
 
@@ -50,8 +51,16 @@ def _now() -> str:
 
 
 def config_key(cfg_dict: dict) -> str:
-    """A hash of what a config trains (ignoring device, threads, workers, paths of the config file)."""
+    """A hash of what a config trains (ignoring device, threads, workers, paths of the config file).
+
+    Metric names are hashed by their canonical name, so a config that still
+    uses a deprecated alias (``rand`` for ``rand_error``) keeps its key.
+    """
     flat = {k: v for k, v in flatten_config(cfg_dict).items() if k not in _RUNTIME_KEYS}
+    if isinstance(flat.get("eval.metrics"), list):
+        flat["eval.metrics"] = [METRIC_ALIASES.get(m, m) for m in flat["eval.metrics"]]
+    if flat.get("eval.monitor") in METRIC_ALIASES:
+        flat["eval.monitor"] = METRIC_ALIASES[flat["eval.monitor"]]
     return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -146,7 +155,11 @@ def _reuse_finished(exp: Experiment, result_path: Path, key: str, score, *, resu
     if not resume:
         raise UserError(f"{result_path.parent}: holds a finished run; {_HINT}")
     res = json.loads(result_path.read_text())
-    if res.get("config_key") != key:
+    # the key of the config the weights were trained with, recomputed (not the key stored beside the result),
+    # so that refinements of config_key apply to finished folds too
+    last = result_path.parent / "last.pt"
+    trained = config_key(read_checkpoint(last)["metadata"]["config"]) if last.exists() else res.get("config_key")
+    if trained != key:
         raise UserError(f"{result_path.parent}: was trained with another config; pass --overwrite to retrain it")
     res["reused"] = True
     have = {m for v in exp.variants for m in res["metrics"].get(v, {})}
