@@ -82,6 +82,21 @@ def _predict_saved(model, samples, out_dir, folder: str, *, tta: bool, tile_size
     return probs
 
 
+def predict_saved(checkpoint, pairs, out_dir, *, variant: str = "plain", tile_size=None, device=None) -> list:
+    """Predict ``pairs`` with ``checkpoint`` as :func:`evaluate_fold` does (its normalisation, overlap-tile,
+    ``variant``), save to ``out_dir/predictions/<variant>/`` and return the saved maps, without scoring."""
+    import torch
+
+    from unet.checkpoint import load_checkpoint
+
+    device = torch.device(device or "cpu")
+    model, meta = load_checkpoint(checkpoint, map_location=device, with_metadata=True)
+    norm = meta.get("normalize") or DEFAULT_NORMALIZE
+    samples = [load_sample(p, normalize=norm) for p in pairs]
+    return _predict_saved(model, samples, out_dir, variant, tta=variant == "tta", tile_size=tile_size,
+                          device=device, progress=False)
+
+
 def prediction_path(out_dir, variant: str, name: str) -> Path:
     return Path(out_dir) / "predictions" / variant / (str(name).replace("/", "_") + ".tif")
 

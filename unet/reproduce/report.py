@@ -279,7 +279,10 @@ def _provenance_lines(report: dict) -> list[str]:
     reused = [f for f in folds if f.get("reused")]
     if reused:
         rescored = sum(1 for f in reused if f.get("rescored"))
+        from_report = sum(1 for f in reused if f.get("reused") == "report")
         lines.append(f"- {len(reused)} of {len(folds)} trainings were finished by earlier invocations and reused"
+                     + (f" ({from_report} of them taken from the previous report and its committed checkpoints, "
+                        "their training folders gone)" if from_report else "")
                      + (f" ({rescored} of them scored again with the current evaluation)" if rescored else "")
                      + f"; all trainings and evaluations together: {final}")
     return lines

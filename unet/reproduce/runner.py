@@ -8,7 +8,12 @@ Layout::
     results/NAME/report.md, report.json
     results/NAME/checkpoints/RUN-FOLD.pt   final weights (no optimiser state), for `unet predict`
 
-``runs/`` is git-ignored; ``results/`` is committed.
+``runs/`` is git-ignored; ``results/`` is committed.  With ``--resume``, work
+whose training folder is gone (a fresh clone, a new machine) is taken from the
+committed report when it was made with the same config: a search candidate's
+score (keyed by its config), a final training's metrics (keyed by the config
+stored in its committed checkpoint, whose weights are then the fold's weights).
+Only what changed is trained.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from unet.checkpoint import read_checkpoint
 from unet.data.selection import config_pairs, select_pairs
 from unet.errors import UserError
 from unet.io import atomic_path, write_text_atomic
-from unet.reproduce.evaluate import evaluate_fold
+from unet.reproduce.evaluate import evaluate_fold, predict_saved
 from unet.reproduce.experiment import LOWER_IS_BETTER, WATERSHED_SUFFIX, Experiment, load_experiment
 from unet.reproduce.figures import comparison_rows, plot_comparison
 from unet.reproduce.folds import Fold, carve_validation, check_no_leak, resolve_folds, select_folds
@@ -190,7 +195,7 @@ def _train(cfg, fold_dir: Path, key: str, *, resume: bool, quiet: bool) -> bool:
 
 
 def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str, overrides, pairs, by_name,
-                   runs_dir: Path, resume: bool, overwrite: bool, quiet: bool) -> dict:
+                   runs_dir: Path, resume: bool, overwrite: bool, quiet: bool, previous: dict | None = None) -> dict:
     """Nested selection inside one fold: choose a candidate on validation images carved from its training images.
 
     Every candidate of ``sel["candidates"]`` is trained for ``sel["steps"]``
@@ -199,7 +204,9 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
     validation images and scored with ``sel["measure"]``; the best (ties: the
     first listed) is returned.  The fold's test images are not read.  Each
     candidate lives in ``runs_dir/RUN/_search/FOLD/CANDIDATE`` and is resumable
-    like a fold (:func:`run_fold`).
+    like a fold (:func:`run_fold`); with ``resume``, a candidate whose folder is
+    gone is taken from ``previous`` (this fold's selection in the report being
+    replaced) if it was scored there with the same config on the same images.
 
     Returns
     -------
@@ -220,13 +227,18 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
             extra["train.steps"] = int(sel["steps"])
         cfg = build_config(exp, run, profile=profile, overrides=overrides, fold=search, extra_set=extra)
         _check_selection(cfg, pairs, search)
+        cand_dir = runs_dir / run.name / "_search" / fold.name / str(cand["name"])
+        old = (_reported_candidate(previous, search, str(cand["name"]), config_key(cfg.to_dict()))
+               if resume and not cand_dir.exists() else None)
+        if old is not None:
+            tried.append(dict(old, reused="report"))
+            continue
         if not quiet:
             print(f"[{exp.name}] {run.name} / {fold.name} / search {cand['name']}: {search.description}", flush=True)
-        res = run_fold(search_exp, cfg, search, [by_name[n] for n in search.test],
-                       runs_dir / run.name / "_search" / fold.name / str(cand["name"]), resume=resume,
+        res = run_fold(search_exp, cfg, search, [by_name[n] for n in search.test], cand_dir, resume=resume,
                        overwrite=overwrite, quiet=quiet, train_pairs=[by_name[n] for n in search.train])
         tried.append({"name": str(cand["name"]), "set": dict(cand.get("set") or {}), "steps": int(res["steps"]),
-                      "score": float(res["metrics"][variant][measure]),
+                      "score": float(res["metrics"][variant][measure]), "config_key": res["config_key"],
                       "train_seconds": res["train_seconds"], "eval_seconds": res["eval_seconds"],
                       "reused": bool(res.get("reused"))})
     lower = LOWER_IS_BETTER[measure]
@@ -234,6 +246,16 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
     return {"validation": list(search.test), "search_train": list(search.train), "measure": measure,
             "variant": variant, "candidates": tried, "chosen": best["name"], "chosen_set": best["set"],
             "search_seconds": round(sum(c["train_seconds"] + c["eval_seconds"] for c in tried), 1)}
+
+
+def _reported_candidate(previous: dict | None, search: Fold, name: str, key: str) -> dict | None:
+    """The candidate ``name`` of a previous report's selection in this fold, if scored with config ``key`` on
+    the same split (a report without config keys, from before they were stored, is never reused)."""
+    if not previous or previous.get("validation") != list(search.test) \
+            or previous.get("search_train") != list(search.train):
+        return None
+    return next((dict(c) for c in previous.get("candidates", [])
+                 if c.get("name") == name and c.get("config_key") == key), None)
 
 
 def copy_checkpoint(src, dst, *, note: dict, limit: int = MAX_CHECKPOINT_BYTES) -> str | None:
@@ -285,6 +307,8 @@ class _Plan:
     resume: bool
     overwrite: bool
     quiet: bool
+    #: ``--resume``: the report being replaced (``out/report.json``), whose finished work may be reused
+    previous: dict = dataclasses.field(default_factory=dict)
 
     @property
     def by_name(self) -> dict:
@@ -293,6 +317,9 @@ class _Plan:
     def say(self, text: str) -> None:
         if not self.quiet:
             print(f"[{self.exp.name}] {text}", flush=True)
+
+    def previous_run(self, name: str) -> dict:
+        return next((r for r in self.previous.get("runs", []) if r.get("name") == name), {})
 
 
 def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None, overrides=(), folds=None,
@@ -349,7 +376,8 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
     git = git_commit(Path.cwd(), exp.path)
     base_cfg = _common_data_config(exp, chosen_runs, profile=profile, overrides=overrides)
     plan = _Plan(exp=exp, profile=profile, overrides=tuple(overrides), out=out, runs_dir=runs_dir,
-                 pairs=list(_pairs(base_cfg)), resume=resume, overwrite=overwrite, quiet=quiet)
+                 pairs=list(_pairs(base_cfg)), resume=resume, overwrite=overwrite, quiet=quiet,
+                 previous=_previous_report(out) if resume else {})
     all_folds = resolve_folds(exp.folds, plan.pairs)
     fold_list = select_folds(all_folds, folds)
     run_reports, searched = [], {}
@@ -363,6 +391,17 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
     if not quiet:
         print(f"wrote {out / 'report.md'} and {out / 'report.json'}")
     return report
+
+
+def _previous_report(out: Path) -> dict:
+    """The report that ``--resume`` replaces ({} if none): the record of work whose folders may be gone."""
+    path = out / "report.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e}); move it aside, or pass --overwrite to redo everything") from e
 
 
 def _refuse_old_report(out: Path, *, replace: bool) -> None:
@@ -418,7 +457,7 @@ def _run_all_folds(plan: _Plan, run, fold_list, *, search: bool, searched: dict)
             selections[fold.name] = select_in_fold(
                 exp, run, fold, sel, profile=plan.profile, overrides=plan.overrides, pairs=plan.pairs,
                 by_name=plan.by_name, runs_dir=plan.runs_dir, resume=plan.resume, overwrite=plan.overwrite,
-                quiet=plan.quiet)
+                quiet=plan.quiet, previous=(plan.previous_run(run.name).get("selection") or {}).get(fold.name))
             plan.say(f"{run.name} / {fold.name}: chose {selections[fold.name]['chosen']} on "
                      f"{', '.join(selections[fold.name]['validation'])}")
         chosen = selections[fold.name]["chosen_set"] if fold.name in selections else fixed
@@ -444,14 +483,17 @@ def _final_training(plan: _Plan, run, fold: Fold, chosen: dict, selection: dict 
     _check_selection(cfg, plan.pairs, fold)
     plan.say(f"{run.name} / {fold.name}: {fold.description}")
     by_name = plan.by_name
+    reported = _reported_final(plan, run.name, fold, cfg)
+    if reported is not None:
+        return cfg, dict(reported, **({"selected": selection["chosen"]} if selection else {}))
     res = run_fold(plan.exp, cfg, fold, [by_name[n] for n in fold.test], plan.runs_dir / run.name / fold.name,
                    resume=plan.resume, overwrite=plan.overwrite, quiet=plan.quiet,
                    train_pairs=[by_name[n] for n in fold.train])
-    dst = plan.out / "checkpoints" / f"{run.name}-{fold.name.replace('>', '').replace('/', '_')}.pt"
-    copied = copy_checkpoint(res["checkpoint_path"], dst, note={
-        "experiment": plan.exp.name, "run": run.name, "fold": fold.name, "profile": plan.profile,
-        "trained_on": list(fold.train), "held_out": list(fold.test),
-        **({"selected": selection["chosen"], "validation": selection["validation"]} if selection else {})})
+    dst = _checkpoint_dst(plan, run.name, fold)
+    note = {"experiment": plan.exp.name, "run": run.name, "fold": fold.name, "profile": plan.profile,
+            "trained_on": list(fold.train), "held_out": list(fold.test),
+            **({"selected": selection["chosen"], "validation": selection["validation"]} if selection else {})}
+    copied = copy_checkpoint(res["checkpoint_path"], dst, note=note)
     res = dict(res)
     if selection:
         res["selected"] = selection["chosen"]
@@ -461,6 +503,47 @@ def _final_training(plan: _Plan, run, fold: Fold, chosen: dict, selection: dict 
         res["checkpoint"] = None
         res["checkpoint_note"] = f"over {MAX_CHECKPOINT_BYTES / 1e6:.0f} MB, not copied; see {res['checkpoint_path']}"
     return cfg, res
+
+
+def _checkpoint_dst(plan: _Plan, run_name: str, fold: Fold) -> Path:
+    return plan.out / "checkpoints" / f"{run_name}-{fold.name.replace('>', '').replace('/', '_')}.pt"
+
+
+def _reported_final(plan: _Plan, run_name: str, fold: Fold, cfg) -> dict | None:
+    """``--resume`` with the fold's training folder gone: the previous report's result of this fold, if its
+    committed checkpoint was trained with ``cfg`` on the same images (its weights are then this fold's).
+
+    The held-out image of the figure is predicted again from that checkpoint
+    (into the fold's folder, which is not marked finished: the report stays the
+    record), and the fold scored again if the evaluation now reports a measure
+    that the previous report lacks.
+    """
+    fold_dir = plan.runs_dir / run_name / fold.name
+    old = (plan.previous_run(run_name).get("folds") or {}).get(fold.name)
+    if not plan.resume or (fold_dir / "result.json").exists() or (fold_dir / "last.pt").exists() \
+            or not old or not old.get("checkpoint"):
+        return None
+    ckpt = plan.out / old["checkpoint"]
+    key = config_key(cfg.to_dict())
+    if (old.get("train"), old.get("test")) != (list(fold.train), list(fold.test)) or not ckpt.is_file() \
+            or ckpt.resolve() != _checkpoint_dst(plan, run_name, fold).resolve() \
+            or config_key(read_checkpoint(ckpt)["metadata"]["config"]) != key:
+        return None
+    plan.say(f"{run_name} / {fold.name}: reused from {plan.out / 'report.json'} and {ckpt}")
+    by_name, exp = plan.by_name, plan.exp
+    res = dict(old, reused="report", config_key=key, checkpoint_path=str(ckpt),
+               predictions=str(fold_dir / "predictions"))
+    have = {m for v in exp.variants for m in old["metrics"].get(v, {})}
+    if not set(exp.metrics) <= have:
+        t1 = time.perf_counter()
+        res["metrics"] = _score(exp, cfg, ckpt, [by_name[n] for n in fold.test], fold_dir,
+                                train_pairs=[by_name[n] for n in fold.train])
+        res.update(eval_seconds=round(time.perf_counter() - t1, 1), rescored=_now())
+    else:
+        variant = exp.variants[-1]  # the figure's (runner._write_figure)
+        predict_saved(ckpt, [by_name[fold.test[len(fold.test) // 2]]], fold_dir, variant=variant,
+                      tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device))
+    return res
 
 
 def _run_entry(plan: _Plan, run, cfg, fold_list, fold_results: dict, fixed: dict) -> dict:
