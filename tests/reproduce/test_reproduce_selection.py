@@ -112,6 +112,69 @@ def test_resume_keeps_finished_candidates(searched):
         assert [c["score"] for c in s["candidates"]] == [c["score"] for c in old[fold]["candidates"]]
 
 
+def _spy_trainings(monkeypatch) -> list:
+    """The folders that :class:`Trainer` trains from now on (appended as each training starts)."""
+    from unet.training.trainer import Trainer
+
+    trained, fit = [], Trainer.fit
+
+    def spy(self, *args, **kwargs):
+        trained.append(self.out)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", spy)
+    return trained
+
+
+def test_resume_without_training_folders_takes_finished_work_from_the_report(searched, own_copy, monkeypatch):
+    """A fresh clone has results/ but no runs/: --resume reuses what the report and its committed checkpoints
+    record, keyed by config, and trains only what is new or changed."""
+    import shutil
+
+    from unet.reproduce.evaluate import prediction_path
+
+    mine = own_copy(searched)
+    out, runs, argv = mine["out"], mine["runs"], mine["argv"] + ["--resume"]
+    shutil.rmtree(runs)
+    before = json.loads((out / "report.json").read_text())
+    weights = {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()}
+    trained = _spy_trainings(monkeypatch)
+    assert main(argv) == 0
+    assert trained == []
+    rep = json.loads((out / "report.json").read_text())
+    run, old = rep["runs"][0], before["runs"][0]
+    assert run["summary"] == old["summary"]
+    assert {f["reused"] for f in run["folds"].values()} == {"report"}
+    for name, sel in run["selection"].items():
+        assert [(c["name"], c["score"], c["reused"]) for c in sel["candidates"]] == \
+               [(c["name"], c["score"], "report") for c in old["selection"][name]["candidates"]]
+    assert {p.name: p.read_bytes() for p in (out / "checkpoints").iterdir()} == weights  # not rewritten
+    assert "taken from the previous report" in (out / "report.md").read_text()
+    # the figure's image was predicted again from the committed weights: the same map as the first run's
+    for fold in rep["folds"]:
+        middle = fold["test"][len(fold["test"]) // 2]
+        again = read_image(prediction_path(runs / "unet" / fold["name"], "plain", middle))
+        first = read_image(prediction_path(searched["runs"] / "unet" / fold["name"], "plain", middle))
+        np.testing.assert_allclose(again, first, atol=1e-6)
+
+    # a final training whose committed weights are gone is trained again, and only that one
+    (out / "checkpoints" / "unet-fold2.pt").unlink()
+    assert main(argv) == 0
+    assert [d.name for d in trained] == ["fold2"] and (out / "checkpoints" / "unet-fold2.pt").is_file()
+    trained.clear()
+    # a new candidate trains in every fold and nothing else does: the same settings as bn under another name,
+    # so it ties with bn, which is listed first, and no choice changes
+    exp = yaml.safe_load(mine["exp"].read_text())
+    bn = next(c for c in exp["profiles"]["cpu"]["selection"]["candidates"] if c["name"] == "bn")
+    exp["profiles"]["cpu"]["selection"]["candidates"].append({"name": "bn-again", "set": bn["set"]})
+    mine["exp"].write_text(yaml.safe_dump(exp, sort_keys=False))
+    assert main(argv) == 0
+    assert sorted((d.parent.name, d.name) for d in trained) == [("fold1", "bn-again"), ("fold2", "bn-again")]
+    for name, sel in json.loads((out / "report.json").read_text())["runs"][0]["selection"].items():
+        scores = {c["name"]: c["score"] for c in sel["candidates"]}
+        assert scores["bn-again"] == scores["bn"] and sel["chosen"] == old["selection"][name]["chosen"]
+
+
 def test_no_search_trains_the_default_candidate(tiny_isbi_stack, tmp_path, make_tiny_experiment):
     exp = _experiment(tmp_path / "fixed.yaml", tiny_isbi_stack, make_tiny_experiment)
     out, runs = tmp_path / "results", tmp_path / "runs"
