@@ -315,7 +315,9 @@ def _selection_lines(report: dict) -> list[str]:
         if run.get("selection_followed"):
             lines += [f"**{run['label']}** ({run['name']}) takes, in every fold, the settings chosen for "
                       f"{run['selection_followed']}: " + "; ".join(f"{f}: {c}" for f, c in run["selected"].items())
-                      + " (no search of its own).", ""]
+                      + " (no search of its own)"
+                      + ("; its own " + ", ".join(f"{k}={v}" for k, v in run["selection_keeps"].items())
+                         + " stays where a choice sets it too" if run.get("selection_keeps") else "") + ".", ""]
         sel = run.get("selection")
         if not sel:
             continue

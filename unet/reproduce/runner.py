@@ -461,11 +461,15 @@ def _run_all_folds(plan: _Plan, run, fold_list, *, search: bool, searched: dict)
             plan.say(f"{run.name} / {fold.name}: chose {selections[fold.name]['chosen']} on "
                      f"{', '.join(selections[fold.name]['validation'])}")
         chosen = selections[fold.name]["chosen_set"] if fold.name in selections else fixed
+        if lead:  # an ablation keeps what it ablates (unet-w0's loss.w0 = 0 against a chosen loss.w0 = 30)
+            chosen = {k: v for k, v in chosen.items() if k not in run.set}
         cfg, fold_results[fold.name] = _final_training(plan, run, fold, chosen, selections.get(fold.name))
     entry = _run_entry(plan, run, cfg, fold_list, fold_results, fixed)
     if lead and search:
         entry["selection_followed"] = lead
         entry["selected"] = {f: s["chosen"] for f, s in selections.items()}
+        entry["selection_keeps"] = {k: v for k, v in run.set.items()
+                                    if any(k in s["chosen_set"] for s in selections.values())}
     elif sel and search:
         searched[run.name] = selections
         entry["selection"] = selections
