@@ -189,10 +189,13 @@ def test_no_search_trains_the_default_candidate(tiny_isbi_stack, tmp_path, make_
 
 
 def test_a_following_run_takes_the_choice_of_its_lead(tiny_isbi_stack, tmp_path, make_tiny_experiment):
+    # every candidate sets the learning rate, and so does the follower itself: its own value must stay
+    cands = [{**c, "set": {"optim.lr": 0.01, **c["set"]}} for c in SELECTION["candidates"]]
     exp = _experiment(tmp_path / "follow.yaml", tiny_isbi_stack, make_tiny_experiment,
-                      selection={**SELECTION, "follow": {"unet-gap": "unet"}})
+                      selection={**SELECTION, "candidates": cands, "follow": {"unet-gap": "unet"}})
     d = yaml.safe_load(exp.read_text())
-    d["runs"].append({"name": "unet-gap", "label": "U-Net, thin-membrane weight", "set": {"loss.gap_weight": 5.0}})
+    d["runs"].append({"name": "unet-gap", "label": "U-Net, thin-membrane weight",
+                      "set": {"loss.gap_weight": 5.0, "optim.lr": 0.02}})
     exp.write_text(yaml.safe_dump(d, sort_keys=False))
     out, runs = tmp_path / "results", tmp_path / "runs"
     base = ["reproduce", str(exp), "--out", str(out), "--runs-dir", str(runs), "--folds", "1", "--quiet"]
@@ -203,9 +206,12 @@ def test_a_following_run_takes_the_choice_of_its_lead(tiny_isbi_stack, tmp_path,
     chosen = lead["selection"]["fold1"]["chosen"]
     assert follower["selected"] == {"fold1": chosen} and not (runs / "unet-gap" / "_search").exists()
     cfg = yaml.safe_load((runs / "unet-gap/fold1/config.yaml").read_text())
-    assert cfg["loss"]["gap_weight"] == 5.0
+    assert cfg["loss"]["gap_weight"] == 5.0 and cfg["optim"]["lr"] == 0.02  # what the ablation ablates stays
     assert cfg["model"]["unet"]["norm"] == lead["selection"]["fold1"]["chosen_set"].get("model.unet.norm")
-    assert "takes, in every fold, the settings chosen for unet" in (out / "report.md").read_text()
+    lead_cfg = yaml.safe_load((runs / "unet/fold1/config.yaml").read_text())
+    assert lead_cfg["optim"]["lr"] == lead["selection"]["fold1"]["chosen_set"]["optim.lr"] != 0.02
+    md = (out / "report.md").read_text()
+    assert "takes, in every fold, the settings chosen for unet" in md and "its own optim.lr=0.02 stays" in md
 
 
 def test_carve_validation_takes_training_images_only():
