@@ -206,6 +206,7 @@ def test_a_following_run_takes_the_choice_of_its_lead(tiny_isbi_stack, tmp_path,
     lead, follower = rep["runs"]
     chosen = lead["selection"]["fold1"]["chosen"]
     assert follower["selected"] == {"fold1": chosen} and not (runs / "unet-gap" / "_search").exists()
+    assert follower["folds"]["fold1"]["selected"] == f"{chosen}, optim.lr=0.02 kept"
     cfg = yaml.safe_load((runs / "unet-gap/fold1/config.yaml").read_text())
     assert cfg["loss"]["gap_weight"] == 5.0 and cfg["optim"]["lr"] == 0.02  # what the ablation ablates stays
     assert cfg["model"]["unet"]["norm"] == lead["selection"]["fold1"]["chosen_set"].get("model.unet.norm")

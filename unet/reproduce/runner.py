@@ -462,7 +462,10 @@ def _run_all_folds(plan: _Plan, run, fold_list, *, search: bool, searched: dict)
                      f"{', '.join(selections[fold.name]['validation'])}")
         chosen = selections[fold.name]["chosen_set"] if fold.name in selections else fixed
         if lead:  # an ablation keeps what it ablates (unet-w0's loss.w0 = 0 against a chosen loss.w0 = 30)
+            kept = {k: run.set[k] for k in chosen if k in run.set}
             chosen = {k: v for k, v in chosen.items() if k not in run.set}
+            if kept and fold.name in selections:
+                selections[fold.name] = dict(selections[fold.name], kept=kept)
         cfg, fold_results[fold.name] = _final_training(plan, run, fold, chosen, selections.get(fold.name))
     entry = _run_entry(plan, run, cfg, fold_list, fold_results, fixed)
     if lead and search:
@@ -489,24 +492,30 @@ def _final_training(plan: _Plan, run, fold: Fold, chosen: dict, selection: dict 
     by_name = plan.by_name
     reported = _reported_final(plan, run.name, fold, cfg)
     if reported is not None:
-        return cfg, dict(reported, **({"selected": selection["chosen"]} if selection else {}))
+        return cfg, dict(reported, **({"selected": _selected_text(selection)} if selection else {}))
     res = run_fold(plan.exp, cfg, fold, [by_name[n] for n in fold.test], plan.runs_dir / run.name / fold.name,
                    resume=plan.resume, overwrite=plan.overwrite, quiet=plan.quiet,
                    train_pairs=[by_name[n] for n in fold.train])
     dst = _checkpoint_dst(plan, run.name, fold)
     note = {"experiment": plan.exp.name, "run": run.name, "fold": fold.name, "profile": plan.profile,
             "trained_on": list(fold.train), "held_out": list(fold.test),
-            **({"selected": selection["chosen"], "validation": selection["validation"]} if selection else {})}
+            **({"selected": _selected_text(selection), "validation": selection["validation"]} if selection else {})}
     copied = copy_checkpoint(res["checkpoint_path"], dst, note=note)
     res = dict(res)
     if selection:
-        res["selected"] = selection["chosen"]
+        res["selected"] = _selected_text(selection)
     if copied:
         res["checkpoint"] = str(Path(copied).relative_to(plan.out))
     else:
         res["checkpoint"] = None
         res["checkpoint_note"] = f"over {MAX_CHECKPOINT_BYTES / 1e6:.0f} MB, not copied; see {res['checkpoint_path']}"
     return cfg, res
+
+
+def _selected_text(selection: dict) -> str:
+    """The choice a final training took: the candidate's name, and what a following run kept of its own."""
+    kept = selection.get("kept") or {}
+    return selection["chosen"] + "".join(f", {k}={v} kept" for k, v in kept.items())
 
 
 def _checkpoint_dst(plan: _Plan, run_name: str, fold: Fold) -> Path:
