@@ -82,16 +82,23 @@ def _predict_saved(model, samples, out_dir, folder: str, *, tta: bool, tile_size
     return probs
 
 
-def predict_saved(checkpoint, pairs, out_dir, *, variant: str = "plain", tile_size=None, device=None) -> list:
-    """Predict ``pairs`` with ``checkpoint`` as :func:`evaluate_fold` does (its normalisation, overlap-tile,
-    ``variant``), save to ``out_dir/predictions/<variant>/`` and return the saved maps, without scoring."""
+def _load_model(checkpoint, device):
+    """``(model, normalisation, device)`` of a checkpoint, for prediction."""
+    # torch comes with the checkpoint, here only: `import unet.reproduce` (`unet reproduce --list`) stays without it
     import torch
 
     from unet.checkpoint import load_checkpoint
 
     device = torch.device(device or "cpu")
     model, meta = load_checkpoint(checkpoint, map_location=device, with_metadata=True)
-    norm = meta.get("normalize") or DEFAULT_NORMALIZE
+    # the checkpoint's own normalisation (as in training); the package default for older checkpoints
+    return model, meta.get("normalize") or DEFAULT_NORMALIZE, device
+
+
+def predict_saved(checkpoint, pairs, out_dir, *, variant: str = "plain", tile_size=None, device=None) -> list:
+    """Predict ``pairs`` with ``checkpoint`` as :func:`evaluate_fold` does (its normalisation, overlap-tile,
+    ``variant``), save to ``out_dir/predictions/<variant>/`` and return the saved maps, without scoring."""
+    model, norm, device = _load_model(checkpoint, device)
     samples = [load_sample(p, normalize=norm) for p in pairs]
     return _predict_saved(model, samples, out_dir, variant, tta=variant == "tta", tile_size=tile_size,
                           device=device, progress=False)
@@ -193,15 +200,7 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
         ``{variant: {metric: value}}``; with ``train_pairs`` also
         ``{"seed_selection": {"threshold": t, "train_seg_watershed": {t: SEG}}}``.
     """
-    # torch comes with the checkpoint, here only: `import unet.reproduce` (`unet reproduce --list`) stays without it
-    import torch
-
-    from unet.checkpoint import load_checkpoint
-
-    device = torch.device(device or "cpu")
-    model, meta = load_checkpoint(checkpoint, map_location=device, with_metadata=True)
-    # the checkpoint's own normalisation (as in training); the package default for older checkpoints
-    norm = meta.get("normalize") or DEFAULT_NORMALIZE
+    model, norm, device = _load_model(checkpoint, device)
 
     def predict(samples, variant, folder):
         return _predict_saved(model, samples, out_dir, folder, tta=variant == "tta", tile_size=tile_size,

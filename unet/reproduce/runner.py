@@ -155,6 +155,11 @@ def _remove_fold(fold_dir: Path) -> None:
     shutil.rmtree(fold_dir)
 
 
+def _has_every_metric(exp: Experiment, metrics: dict) -> bool:
+    """Whether a fold's stored metrics hold every measure the evaluation now reports."""
+    return set(exp.metrics) <= {m for v in exp.variants for m in metrics.get(v, {})}
+
+
 def _reuse_finished(exp: Experiment, result_path: Path, key: str, score, *, resume: bool) -> dict:
     """A finished fold's result; scored again when it lacks a measure the evaluation now reports."""
     if not resume:
@@ -167,8 +172,7 @@ def _reuse_finished(exp: Experiment, result_path: Path, key: str, score, *, resu
     if trained != key:
         raise UserError(f"{result_path.parent}: was trained with another config; pass --overwrite to retrain it")
     res["reused"] = True
-    have = {m for v in exp.variants for m in res["metrics"].get(v, {})}
-    if set(exp.metrics) <= have:
+    if _has_every_metric(exp, res["metrics"]):
         return res
     t1 = time.perf_counter()
     res["metrics"] = score()
@@ -471,8 +475,7 @@ def _run_all_folds(plan: _Plan, run, fold_list, *, search: bool, searched: dict)
     if lead and search:
         entry["selection_followed"] = lead
         entry["selected"] = {f: s["chosen"] for f, s in selections.items()}
-        entry["selection_keeps"] = {k: v for k, v in run.set.items()
-                                    if any(k in s["chosen_set"] for s in selections.values())}
+        entry["selection_keeps"] = {k: v for s in selections.values() for k, v in (s.get("kept") or {}).items()}
     elif sel and search:
         searched[run.name] = selections
         entry["selection"] = selections
@@ -546,8 +549,7 @@ def _reported_final(plan: _Plan, run_name: str, fold: Fold, cfg) -> dict | None:
     by_name, exp = plan.by_name, plan.exp
     res = dict(old, reused="report", config_key=key, checkpoint_path=str(ckpt),
                predictions=str(fold_dir / "predictions"))
-    have = {m for v in exp.variants for m in old["metrics"].get(v, {})}
-    if not set(exp.metrics) <= have:
+    if not _has_every_metric(exp, old["metrics"]):
         t1 = time.perf_counter()
         res["metrics"] = _score(exp, cfg, ckpt, [by_name[n] for n in fold.test], fold_dir,
                                 train_pairs=[by_name[n] for n in fold.train])
