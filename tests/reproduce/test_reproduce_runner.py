@@ -169,6 +169,10 @@ def test_resume_keys_finished_folds_by_the_config_their_weights_were_trained_wit
     canonical = {**trained, "eval": {**trained["eval"], "metrics": ["iou", "pixel_error", "rand_error", "warping_error"]}}
     assert config_key(aliased) == config_key(canonical)
     assert config_key({**trained, "seed": trained["seed"] + 1}) != config_key(trained)
+    # a key added later hashes, at its default, like a config written before it existed; set, it counts
+    older = {**trained, "augment": {k: v for k, v in trained["augment"].items() if k != "scale"}}
+    assert config_key({**trained, "augment": {**older["augment"], "scale": 0.0}}) == config_key(older)
+    assert config_key({**trained, "augment": {**older["augment"], "scale": 0.2}}) != config_key(older)
 
 
 def test_interrupted_fold_resumes_from_its_checkpoint(tiny_isbi_stack, tmp_path, make_tiny_experiment):

@@ -18,9 +18,11 @@ def test_defaults_are_the_papers_recipe():
 def test_file_and_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("experiment: x\ntrain: {steps: 50}\nmodel: {unet: {base_channels: 8}}\n")
-    cfg = load_config(p, overrides=["train.steps=7", "loss.class_weights=[1, 3]", "model.name=fcn8s"])
+    cfg = load_config(p, overrides=["train.steps=7", "augment.scale=0.2", "loss.class_weights=[1, 3]", "model.name=fcn8s"])
     assert cfg.train.steps == 7 and cfg.loss.class_weights == [1, 3]
     assert cfg.model.unet.base_channels == 8 and cfg.model.name == "fcn8s"
+    from unet.training.trainer import _augmentation
+    assert _augmentation(cfg).scale == 0.2  # every augment key reaches the augmentation
     assert set(cfg.model_kwargs()) == {"in_channels", "num_classes", "base_channels", "fc_channels", "dropout", "norm"}
     out = save_config(cfg, tmp_path / "resolved.yaml")
     again = load_config(out)

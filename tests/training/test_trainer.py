@@ -127,6 +127,15 @@ def test_resume_refuses_changes_it_cannot_honour_and_records_the_others(tiny_isb
     saved = yaml.safe_load((tmp_path / "r/config.yaml").read_text())
     assert ckpt["step"] == 3 and ckpt["metadata"]["config"]["train"]["steps"] == saved["train"]["steps"] == 3
     assert ckpt["metadata"]["config"]["optim"]["lr"] == saved["optim"]["lr"] == 0.01
+    # a checkpoint saved before augment.scale existed resumes as if it had said 0 (it trained without zoom)
+    from unet.training.trainer import resume_changes
+    old = dict(ckpt, metadata={**ckpt["metadata"], "config": {**ckpt["metadata"]["config"], "augment": {
+        k: v for k, v in ckpt["metadata"]["config"]["augment"].items() if k != "scale"}}})
+    torch.save(old, tmp_path / "old.pt")
+    cfg = tiny_cfg(tiny_isbi, **{**extra, "train.steps": 3})
+    assert resume_changes(tmp_path / "old.pt", cfg) == {}
+    with pytest.raises(UserError, match=r"cannot change augment.scale 0.0 -> 0.2"):
+        resume_changes(tmp_path / "old.pt", tiny_cfg(tiny_isbi, **{**extra, "augment.scale": 0.2}))
 
 
 def test_init_from_another_architecture_needs_partial_init(tiny_isbi, tiny_cfg, tmp_path, capsys):

@@ -41,7 +41,7 @@ from unet.reproduce.folds import Fold, carve_validation, check_no_leak, resolve_
 from unet.reproduce.report import (PROTOCOL, check_comparisons, check_targets, git_commit, machine_info, summarize,
                                    write_report)
 from unet.scoring import METRIC_ALIASES
-from unet.training.config import flatten_config, load_config, parse_overrides
+from unet.training.config import KEYS_ADDED_LATER, flatten_config, load_config, parse_overrides
 from unet.training.trainer import Trainer, pick_device
 
 #: largest checkpoint copied into results/ (issue 7: each <= 10 MB)
@@ -61,7 +61,8 @@ def config_key(cfg_dict: dict) -> str:
     Metric names are hashed by their canonical name, so a config that still
     uses a deprecated alias (``rand`` for ``rand_error``) keeps its key.
     """
-    flat = {k: v for k, v in flatten_config(cfg_dict).items() if k not in _RUNTIME_KEYS}
+    flat = {k: v for k, v in flatten_config(cfg_dict).items()
+            if k not in _RUNTIME_KEYS and not (k in KEYS_ADDED_LATER and v == KEYS_ADDED_LATER[k])}
     if isinstance(flat.get("eval.metrics"), list):
         flat["eval.metrics"] = [METRIC_ALIASES.get(m, m) for m in flat["eval.metrics"]]
     if flat.get("eval.monitor") in METRIC_ALIASES:

@@ -130,6 +130,11 @@ class LossConfig(_Section):
         raise ValueError(f"must be 'auto', null or [w_background, w_cell] (two numbers >= 0), got {value!r}")
 
 
+#: keys added after checkpoints were saved, with the value those checkpoints had implicitly: a saved
+#: config without one reads as having it (resume checks, reproduce's config keys)
+KEYS_ADDED_LATER = {"augment.scale": 0.0}
+
+
 class AugmentConfig(_Section):
     # One source of the defaults: unet.data.augment.Augmentation (which cites the paper for each).
     elastic: bool = _AUGMENT.elastic  # paper Sec. 3.1
@@ -139,6 +144,7 @@ class AugmentConfig(_Section):
     rot90: bool = _AUGMENT.rot90
     rotate: float = Field(_AUGMENT.rotate, ge=0)  # max. degrees of a free rotation
     shift: float = Field(_AUGMENT.shift, ge=0)  # extra sub-pixel shift (px); random tile positions already shift
+    scale: float = Field(_AUGMENT.scale, ge=0, lt=1)  # zoom in [1 - scale, 1 + scale]; not in the paper (0 = off)
     gray: bool = _AUGMENT.gray  # paper Sec. 3.1: gray value variations
     gray_gamma: float = _AUGMENT.gray_gamma
     gray_contrast: float = _AUGMENT.gray_contrast

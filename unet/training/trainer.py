@@ -48,7 +48,7 @@ from unet.io import atomic_path
 from unet.models import create_model, freeze_encoder
 from unet.models.geometry import nearest_valid_input_sizes, output_size
 from unet.training.batchnorm import recalibrate_batchnorm
-from unet.training.config import Config, flatten_config, save_config
+from unet.training.config import KEYS_ADDED_LATER, Config, flatten_config, save_config
 from unet.training.distributed import (
     DIVERGED,
     FAILED,
@@ -610,6 +610,7 @@ def resume_changes(last: Path, cfg: Config) -> dict:
     saved = flatten_config(read_checkpoint(last).get("metadata", {}).get("config") or {})
     if not saved:
         return {}
+    saved = {**KEYS_ADDED_LATER, **saved}
     new = flatten_config(cfg.to_dict())
     changed = {k: (saved.get(k), v) for k, v in new.items() if saved.get(k) != v}
     refused = {k: ab for k, ab in changed.items() if k not in RESUMABLE}
