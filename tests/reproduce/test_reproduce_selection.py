@@ -2,6 +2,7 @@
 its training images; held-out images choose nothing; resumable; --no-search uses a fixed recipe."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +271,74 @@ def test_shipped_cpu_recipes_and_candidates_are_seamless(name):
                 assert reason is None, (name, run.name, extra, reason)
             else:
                 assert reason is not None and "per-sample" not in reason, (name, run.name, reason)
+
+
+def test_postprocessing_chosen_on_validation_images(tiny_isbi_stack, tmp_path, make_tiny_experiment, monkeypatch):
+    """``profiles.P.postprocess``: the gap-closing parameters come from predictions of validation images by the
+    run's recipe trained without them, not from the final model's own training images; adding it to a finished
+    experiment re-scores the final trainings without training them again."""
+    from unet import scoring as S
+    from unet.inference.labels import membrane_watershed
+    from unet.reproduce.evaluate import prediction_path
+
+    exp = _experiment(tmp_path / "pp.yaml", tiny_isbi_stack, make_tiny_experiment, membrane_watershed=True,
+                      selection={**SELECTION, "follow": {"unet-gap": "unet"}})
+    d = yaml.safe_load(exp.read_text())
+    d["runs"].append({"name": "unet-gap", "label": "U-Net, thin-membrane weight", "set": {"loss.gap_weight": 5.0}})
+    exp.write_text(yaml.safe_dump(d, sort_keys=False))
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    argv = ["reproduce", str(exp), "--out", str(out), "--runs-dir", str(runs), "--folds", "1", "--quiet"]
+    assert main(argv) == 0
+    before = json.loads((out / "report.json").read_text())
+    assert all(f["metrics"]["watershed_selection"].get("chosen_on") is None
+               for r in before["runs"] for f in r["folds"].values())
+
+    d["profiles"]["cpu"]["postprocess"] = {"validation": 1, "steps": 2}
+    exp.write_text(yaml.safe_dump(d, sort_keys=False))
+    trained = _spy_trainings(monkeypatch)
+    assert main(argv + ["--resume"]) == 0
+    # the lead's model is its chosen search candidate (same config): only the follower's is trained
+    assert [(p.parent.parent.name, p.name) for p in trained] == [("unet-gap", "fold1")]
+    rep = json.loads((out / "report.json").read_text())
+    lead, follower = rep["runs"]
+    val = lead["selection"]["fold1"]["validation"]
+    masks = [skimage.io.imread(tiny_isbi_stack / "masks" / f"{n}.png") for n in val]
+    for run in (lead, follower):
+        res = run["folds"]["fold1"]
+        ws, post = res["metrics"]["watershed_selection"], res["postprocessing"]
+        assert ws["chosen_on"] == "validation" and ws["images"] == val == post["validation"]
+        assert not set(val) & set(res["test"]) and set(val) <= set(res["train"])
+        grid = {k: v for k, v in ws["validation_rand_error"].items() if k != "none"}
+        assert ws["validation_rand_error"][f"{ws['seed_threshold']:g}/{ws['min_seed_size']}"] == min(grid.values())
+        # the scores are those of the saved validation predictions of the post-processing model
+        probs = [read_image(Path(post["predictions"]) / f"{n}.tif") for n in val]
+        assert ws["validation_rand_error"]["none"] == pytest.approx(
+            S.isbi_scores(probs, masks, errors=("rand_error",))["rand_error"], abs=1e-12)
+        # and the held-out maps were post-processed with the chosen parameters
+        fold_dir = runs / run["name"] / "fold1"
+        held = [read_image(prediction_path(fold_dir, "plain", n)) for n in res["test"]]
+        gt = [skimage.io.imread(tiny_isbi_stack / "masks" / f"{n}.png") for n in res["test"]]
+        closed = [membrane_watershed(p, seed_threshold=ws["seed_threshold"], min_seed_size=ws["min_seed_size"])
+                  for p in held]
+        assert res["metrics"]["plain"]["rand_error_watershed"] == pytest.approx(
+            S.isbi_scores(closed, gt)["rand_error"], abs=1e-12)
+    assert "_search" in lead["folds"]["fold1"]["postprocessing"]["model"]
+    cfg = yaml.safe_load((runs / "unet-gap/_postprocess/fold1/config.yaml").read_text())
+    assert cfg["data"]["train"] == lead["selection"]["fold1"]["search_train"] and cfg["train"]["steps"] == 2
+    assert cfg["loss"]["gap_weight"] == 5.0
+    assert "Post-processing chosen on validation images" in (out / "report.md").read_text()
+    # resumed again: nothing trains and nothing changes
+    trained.clear()
+    assert main(argv + ["--resume"]) == 0
+    assert trained == [] and json.loads((out / "report.json").read_text())["runs"][0]["summary"] == lead["summary"]
+
+
+@pytest.mark.parametrize("pp,message", [({"validation": 1}, "mapping"), ({"validation": 0, "steps": 2}, "validation"),
+                                        ({"validation": 1, "steps": 2, "pick": "first"}, "pick")])
+def test_bad_postprocess_is_a_clear_error(tiny_isbi_stack, tmp_path, make_tiny_experiment, pp, message):
+    exp = _experiment(tmp_path / "bad.yaml", tiny_isbi_stack, make_tiny_experiment)
+    d = yaml.safe_load(exp.read_text())
+    d["profiles"]["cpu"]["postprocess"] = pp
+    exp.write_text(yaml.safe_dump(d, sort_keys=False))
+    with pytest.raises(ExperimentError, match=message):
+        load_experiment(exp)

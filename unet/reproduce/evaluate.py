@@ -163,9 +163,45 @@ def _isbi_fold(probs, labels, watershed: dict | None) -> dict:
     return out
 
 
+def choose_postprocessing(checkpoint, pairs, out_dir, *, kind: str, tile_size=None, device=None, min_size: int = 0,
+                          membrane_watershed: bool = False, on: str = "validation") -> dict:
+    """Choose the post-processing parameters on ``pairs``, predicted (plain) from ``checkpoint``.
+
+    Issue 11: the parameters are best chosen on images the network did not
+    train on (a model trained on a fold's training images minus validation
+    images, predicting those), because predictions of its own training images
+    are cleaner than any held-out prediction and favour milder post-processing
+    than held-out maps need.
+
+    Returns
+    -------
+    dict
+        ``kind="seg"``: ``{"seed_selection": {"threshold", "chosen_on", "images",
+        "<on>_seg_watershed": {t: SEG}}}``; ``kind="isbi"`` with
+        ``membrane_watershed``: ``{"watershed_selection": {"seed_threshold",
+        "min_seed_size", "chosen_on", "images", "<on>_rand_error": {"t/m": error}}}``;
+        otherwise ``{}``.  Pass it to :func:`evaluate_fold` as ``postprocessing``.
+    """
+    model, norm, device = _load_model(checkpoint, device)
+    samples = [load_sample(p, normalize=norm) for p in pairs]
+    names = [s.name for s in samples]
+    if kind == "seg" or (kind == "isbi" and membrane_watershed):
+        probs = _predict_saved(model, samples, out_dir, on, tta=False, tile_size=tile_size, device=device,
+                               progress=False)
+    labels = [s.labels for s in samples]
+    if kind == "seg":
+        seed, scores = choose_seed_threshold(probs, labels, min_size=min_size)
+        return {"seed_selection": {"threshold": seed, "chosen_on": on, "images": names,
+                                   f"{on}_seg_watershed": {str(t): v for t, v in scores.items()}}}
+    if kind == "isbi" and membrane_watershed:
+        ws, scores = choose_membrane_watershed(probs, labels)
+        return {"watershed_selection": {**ws, "chosen_on": on, "images": names, f"{on}_rand_error": scores}}
+    return {}
+
+
 def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",), tile_size=None, device=None,
                   min_size: int = 0, train_pairs=None, progress: bool = False,
-                  membrane_watershed: bool = False) -> dict:
+                  membrane_watershed: bool = False, postprocessing: dict | None = None) -> dict:
     """Predict ``pairs`` with ``checkpoint`` (overlap-tile, paper Fig. 2), save, score.
 
     Parameters
@@ -193,6 +229,9 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
         (:func:`choose_membrane_watershed`).
     membrane_watershed : bool
         ``kind="isbi"``: also score the post-processed maps (see :func:`fold_metrics`).
+    postprocessing : dict, optional
+        Parameters already chosen elsewhere (:func:`choose_postprocessing` on
+        validation images); then ``train_pairs`` choose nothing.
 
     Returns
     -------
@@ -206,14 +245,18 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
         return _predict_saved(model, samples, out_dir, folder, tta=variant == "tta", tile_size=tile_size,
                               device=device, progress=progress)
 
-    out, seed = {}, None
-    if kind == "seg" and train_pairs:
+    out, seed, ws = {}, None, None
+    if postprocessing:
+        out |= {k: dict(v) for k, v in postprocessing.items()}
+        seed = out["seed_selection"]["threshold"] if "seed_selection" in out else None
+        if "watershed_selection" in out:
+            ws = {k: out["watershed_selection"][k] for k in ("seed_threshold", "min_seed_size")}
+    elif kind == "seg" and train_pairs:
         train = [load_sample(p, normalize=norm) for p in train_pairs]
         seed, scores = choose_seed_threshold(predict(train, "plain", "train"), [s.labels for s in train],
                                              min_size=min_size)
         out["seed_selection"] = {"threshold": seed, "train_seg_watershed": {str(t): v for t, v in scores.items()}}
-    ws = None
-    if kind == "isbi" and membrane_watershed:
+    if kind == "isbi" and membrane_watershed and ws is None:
         if not train_pairs:
             raise ValueError("membrane_watershed needs the fold's training images to choose its parameters")
         train = [load_sample(p, normalize=norm) for p in train_pairs]

@@ -233,9 +233,23 @@ def _check_profiles(exp: Experiment) -> None:
             raise ExperimentError(f"{exp.path}: profiles.{name} must be a mapping")
         if (prof or {}).get("selection"):
             _check_selection(exp, (prof or {})["selection"], f"{exp.path}: profiles.{name}.selection")
+        if (prof or {}).get("postprocess") is not None:
+            _check_postprocess(prof["postprocess"], f"{exp.path}: profiles.{name}.postprocess")
         for rn in ((prof or {}).get("runs") or {}):
             if rn not in names:
                 raise ExperimentError(f"{exp.path}: profiles.{name}.runs.{rn}: no such run")
+
+
+def _check_postprocess(pp, where: str) -> None:
+    """``profiles.P.postprocess: {validation, pick, steps}`` (see :func:`unet.reproduce.runner._postprocessing_choice`)."""
+    if not isinstance(pp, dict) or not set(pp) <= {"validation", "pick", "steps"} or not {"validation", "steps"} <= set(pp):
+        raise ExperimentError(f"{where}: a mapping {{validation: N, steps: S, pick: last}} (post-processing "
+                              "parameters chosen on N validation images, predicted by the run's recipe trained S steps)")
+    for key in ("validation", "steps"):
+        if not isinstance(pp[key], int) or isinstance(pp[key], bool) or pp[key] < 1:
+            raise ExperimentError(f"{where}.{key} must be an integer >= 1, got {pp[key]!r}")
+    if pp.get("pick", "last") not in ("last", "spread"):
+        raise ExperimentError(f"{where}.pick must be 'last' or 'spread'")
 
 
 #: keys of ``profiles.P.selection`` (nested validation; see :func:`unet.reproduce.runner.select_in_fold`)

@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -215,22 +216,47 @@ def _results_lines(report: dict) -> list[str]:
 def _postprocessing_lines(report: dict) -> list[str]:
     """How the post-processing parameters (watershed seeds, gap closing) were chosen, fold by fold."""
     lines = []
-    seeds = [f"{run['name']} {fold}: {r['metrics']['seed_selection']['threshold']:g}"
-             for run in report["runs"] for fold, r in run["folds"].items() if "seed_selection" in r["metrics"]]
+    folds = [(run["name"], fold, r) for run in report["runs"] for fold, r in run["folds"].items()]
+    seeds = [f"{name} {fold}: {r['metrics']['seed_selection']['threshold']:g}" + _chosen_on(r, "seed_selection")
+             for name, fold, r in folds if "seed_selection" in r["metrics"]]
     if seeds:
         lines += ["", "SEG uses the paper's instances, the connected components of probability > 0.5; "
                       "\"SEG, watershed\" uses a seeded watershed (`unet.inference.cell_instances`) whose seed "
-                      "threshold was chosen on each fold's training frames, never on its test frames: "
-                  + "; ".join(seeds) + "."]
-    closed = [f"{run['name']} {fold}: seed threshold {r['metrics']['watershed_selection']['seed_threshold']:g}, "
-              f"min. seed {r['metrics']['watershed_selection']['min_seed_size']} px"
-              for run in report["runs"] for fold, r in run["folds"].items() if "watershed_selection" in r["metrics"]]
+                      "threshold was chosen in each fold on its training frames (where marked: on validation frames "
+                      "carved from them), never on its test frames: " + "; ".join(seeds) + "."]
+    closed = [f"{name} {fold}: seed threshold {r['metrics']['watershed_selection']['seed_threshold']:g}, "
+              f"min. seed {r['metrics']['watershed_selection']['min_seed_size']} px" + _chosen_on(r, "watershed_selection")
+              for name, fold, r in folds if "watershed_selection" in r["metrics"]]
     if closed:
         lines += ["", "\"Gaps closed\" (beyond the paper) scores the same maps after a seeded watershed of the cell "
                       "probability that draws one-pixel boundaries between confident cell cores "
-                      "(`unet.inference.membrane_watershed`); its parameters were chosen on each fold's training "
-                      "slices by Rand error, never on its test slices: " + "; ".join(closed) + "."]
+                      "(`unet.inference.membrane_watershed`); its parameters were chosen in each fold by Rand error "
+                      "on its training slices (where marked: on validation slices carved from them), never on its "
+                      "test slices: " + "; ".join(closed) + "."]
+    posts = [r["postprocessing"] for _, _, r in folds if r.get("postprocessing")]
+    if posts:
+        cost = sum(p.get("train_seconds", 0) + p.get("eval_seconds", 0) for p in posts)
+        lines += ["", f"Post-processing chosen on validation images (`profiles.{report['profile']}.postprocess`): "
+                      f"in every fold, the run's final recipe was trained for {posts[0]['steps']} steps on the fold's "
+                      "training images minus the validation images of nested selection (a search candidate trained "
+                      "with the same config was used as it is) and predicted those once; the parameters with the "
+                      "best score there were applied to the held-out images. Cost: "
+                  + str(timedelta(seconds=round(cost))) + " (not part of the final trainings' time)."]
     return lines
+
+
+def _chosen_on(fold_result: dict, key: str) -> str:
+    """`` (validation train/27, ...: 0.081, unprocessed 0.095)`` for parameters chosen on validation images."""
+    sel = fold_result["metrics"][key]
+    if sel.get("chosen_on") != "validation":
+        return ""
+    scores = sel.get("validation_rand_error") or sel.get("validation_seg_watershed") or {}
+    if "seed_threshold" in sel:  # the gap-closing watershed: Rand error, keyed "threshold/min. seed"
+        best = f"{scores[format(sel['seed_threshold'], 'g') + '/' + str(sel['min_seed_size'])]:.4f}"
+    else:  # the seeded watershed of cell instances: SEG, keyed by threshold
+        best = f"{scores[str(sel['threshold'])]:.3f}"
+    none = f", unprocessed {scores['none']:.4f}" if "none" in scores else ""
+    return f" (on {', '.join(sel['images'])}: {best}{none})"
 
 
 def _reading_lines(report: dict) -> list[str]:

@@ -34,7 +34,7 @@ from unet.checkpoint import read_checkpoint
 from unet.data.selection import config_pairs, select_pairs
 from unet.errors import UserError
 from unet.io import atomic_path, write_text_atomic
-from unet.reproduce.evaluate import evaluate_fold, predict_saved
+from unet.reproduce.evaluate import choose_postprocessing, evaluate_fold, predict_saved
 from unet.reproduce.experiment import LOWER_IS_BETTER, WATERSHED_SUFFIX, Experiment, load_experiment
 from unet.reproduce.figures import comparison_rows, plot_comparison
 from unet.reproduce.folds import Fold, carve_validation, check_no_leak, resolve_folds, select_folds
@@ -106,11 +106,12 @@ def _check_selection(cfg, pairs, fold: Fold):
 
 # ------------------------------------------------------------------------------- one fold
 def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=False, overwrite=False,
-             quiet=False, train_pairs=None) -> dict:
+             quiet=False, train_pairs=None, postprocessing: dict | None = None) -> dict:
     """Train ``cfg`` on the fold (or resume / reuse it), predict the held-out images, score them.
 
     With ``resume``, a finished fold is reused as it is, unless its result
-    lacks a measure the evaluation now reports: then its final checkpoint is
+    lacks a measure the evaluation now reports, or was post-processed with
+    other parameters than ``postprocessing``: then its final checkpoint is
     scored again (the training time of the result is kept).
     """
     fold_dir = Path(fold_dir)
@@ -118,12 +119,12 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
     key = config_key(cfg.to_dict())
 
     def score():
-        return _score(exp, cfg, last, test_pairs, fold_dir, train_pairs=train_pairs)
+        return _score(exp, cfg, last, test_pairs, fold_dir, train_pairs=train_pairs, postprocessing=postprocessing)
 
     if overwrite and fold_dir.exists():
         _remove_fold(fold_dir)
     if result_path.exists():
-        return _reuse_finished(exp, result_path, key, score, resume=resume)
+        return _reuse_finished(exp, result_path, key, score, resume=resume, postprocessing=postprocessing)
     t0 = time.perf_counter()
     resumed = _train(cfg, fold_dir, key, resume=resume, quiet=quiet)
     t1 = time.perf_counter()
@@ -140,12 +141,14 @@ def run_fold(exp: Experiment, cfg, fold: Fold, test_pairs, fold_dir, *, resume=F
     return res
 
 
-def _score(exp: Experiment, cfg, last: Path, test_pairs, fold_dir: Path, *, train_pairs) -> dict:
+def _score(exp: Experiment, cfg, last: Path, test_pairs, fold_dir: Path, *, train_pairs,
+           postprocessing: dict | None = None) -> dict:
     """The held-out images predicted once from ``last`` and scored (:func:`unet.reproduce.evaluate.evaluate_fold`)."""
     return evaluate_fold(last, test_pairs, fold_dir, kind=exp.evaluation["kind"], variants=exp.variants,
                          tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device),
                          min_size=cfg.eval.min_size, train_pairs=train_pairs,
-                         membrane_watershed=bool(exp.evaluation.get("membrane_watershed")))
+                         membrane_watershed=bool(exp.evaluation.get("membrane_watershed")),
+                         postprocessing=postprocessing)
 
 
 def _remove_fold(fold_dir: Path) -> None:
@@ -156,12 +159,16 @@ def _remove_fold(fold_dir: Path) -> None:
     shutil.rmtree(fold_dir)
 
 
-def _has_every_metric(exp: Experiment, metrics: dict) -> bool:
-    """Whether a fold's stored metrics hold every measure the evaluation now reports."""
-    return set(exp.metrics) <= {m for v in exp.variants for m in metrics.get(v, {})}
+def _has_every_metric(exp: Experiment, metrics: dict, postprocessing: dict | None = None) -> bool:
+    """Whether a fold's stored metrics hold every measure the evaluation now reports, post-processed with the
+    parameters of ``postprocessing`` (chosen on validation images) if given."""
+    if not set(exp.metrics) <= {m for v in exp.variants for m in metrics.get(v, {})}:
+        return False
+    return all(metrics.get(k) == v for k, v in (postprocessing or {}).items())
 
 
-def _reuse_finished(exp: Experiment, result_path: Path, key: str, score, *, resume: bool) -> dict:
+def _reuse_finished(exp: Experiment, result_path: Path, key: str, score, *, resume: bool,
+                    postprocessing: dict | None = None) -> dict:
     """A finished fold's result; scored again when it lacks a measure the evaluation now reports."""
     if not resume:
         raise UserError(f"{result_path.parent}: holds a finished run; {_HINT}")
@@ -173,7 +180,7 @@ def _reuse_finished(exp: Experiment, result_path: Path, key: str, score, *, resu
     if trained != key:
         raise UserError(f"{result_path.parent}: was trained with another config; pass --overwrite to retrain it")
     res["reused"] = True
-    if _has_every_metric(exp, res["metrics"]):
+    if _has_every_metric(exp, res["metrics"], postprocessing):
         return res
     t1 = time.perf_counter()
     res["metrics"] = score()
@@ -494,12 +501,16 @@ def _final_training(plan: _Plan, run, fold: Fold, chosen: dict, selection: dict 
     _check_selection(cfg, plan.pairs, fold)
     plan.say(f"{run.name} / {fold.name}: {fold.description}")
     by_name = plan.by_name
-    reported = _reported_final(plan, run.name, fold, cfg)
+    post = _postprocessing_choice(plan, run, fold, chosen)
+    reported = _reported_final(plan, run.name, fold, cfg, post)
     if reported is not None:
         return cfg, dict(reported, **({"selected": _selected_text(selection)} if selection else {}))
     res = run_fold(plan.exp, cfg, fold, [by_name[n] for n in fold.test], plan.runs_dir / run.name / fold.name,
                    resume=plan.resume, overwrite=plan.overwrite, quiet=plan.quiet,
-                   train_pairs=[by_name[n] for n in fold.train])
+                   train_pairs=[by_name[n] for n in fold.train],
+                   postprocessing=post["chosen"] if post else None)
+    if post:
+        res = dict(res, postprocessing=post["record"])
     dst = _checkpoint_dst(plan, run.name, fold)
     note = {"experiment": plan.exp.name, "run": run.name, "fold": fold.name, "profile": plan.profile,
             "trained_on": list(fold.train), "held_out": list(fold.test),
@@ -526,7 +537,78 @@ def _checkpoint_dst(plan: _Plan, run_name: str, fold: Fold) -> Path:
     return plan.out / "checkpoints" / f"{run_name}-{fold.name.replace('>', '').replace('/', '_')}.pt"
 
 
-def _reported_final(plan: _Plan, run_name: str, fold: Fold, cfg) -> dict | None:
+def _postprocessing_choice(plan: _Plan, run, fold: Fold, chosen: dict) -> dict | None:
+    """``profiles.P.postprocess``: the post-processing parameters of ``run`` in ``fold``, chosen on validation images.
+
+    The run's final recipe (``chosen`` included) is trained for
+    ``postprocess.steps`` on the fold's training images minus
+    ``postprocess.validation`` of them (the carve of nested selection), predicts
+    those once, and the parameters with the best score there are the ones the
+    held-out images get (:func:`unet.reproduce.evaluate.choose_postprocessing`).
+    The model lives in ``runs_dir/RUN/_postprocess/FOLD``; a search candidate
+    trained with the same config is used instead of training it again, and with
+    ``resume`` the previous report's choice is reused when its folder is gone.
+
+    Returns
+    -------
+    dict or None
+        ``{"chosen": {...} (for evaluate_fold), "record": {...} (for the report)}``;
+        None without ``postprocess`` or with nothing to choose.
+    """
+    exp = plan.exp
+    pp = (exp.profiles.get(plan.profile) or {}).get("postprocess")
+    kind = exp.evaluation["kind"]
+    if not pp or not (kind == "seg" or (kind == "isbi" and exp.evaluation.get("membrane_watershed"))):
+        return None
+    search = carve_validation(fold, int(pp["validation"]), pick=pp.get("pick", "last"))
+    cfg = build_config(exp, run, profile=plan.profile, overrides=plan.overrides, fold=search,
+                       extra_set=dict(chosen, **{"train.steps": int(pp["steps"])}))
+    _check_selection(cfg, plan.pairs, search)
+    key = config_key(cfg.to_dict())
+    folder = plan.runs_dir / run.name / "_postprocess" / fold.name
+    old = ((plan.previous_run(run.name).get("folds") or {}).get(fold.name) or {}).get("postprocessing")
+    if plan.resume and not folder.exists() and old and old.get("config_key") == key \
+            and old.get("validation") == list(search.test) and old.get("search_train") == list(search.train):
+        return {"chosen": old["chosen"], "record": dict(old, reused="report")}
+    done = folder / "choice.json"
+    if done.exists() and not plan.overwrite:
+        rec = json.loads(done.read_text())
+        if rec.get("config_key") == key:
+            return {"chosen": rec["chosen"], "record": dict(rec, reused=True)}
+    last, t0 = _search_twin(plan.runs_dir / run.name / "_search" / fold.name, key), time.perf_counter()
+    if last is None:
+        plan.say(f"{run.name} / {fold.name}: post-processing model, {search.description}")
+        if plan.overwrite and folder.exists():
+            _remove_fold(folder)
+        _train(cfg, folder, key, resume=plan.resume, quiet=plan.quiet)
+        last = folder / "last.pt"
+        step = int(read_checkpoint(last)["step"])
+        if step != cfg.train.steps:
+            raise UserError(f"{last}: stopped at step {step} of {cfg.train.steps}")
+    t1 = time.perf_counter()
+    chosen_pp = choose_postprocessing(last, [plan.by_name[n] for n in search.test], folder, kind=kind,
+                                      tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device),
+                                      min_size=cfg.eval.min_size,
+                                      membrane_watershed=bool(exp.evaluation.get("membrane_watershed")))
+    rec = {"validation": list(search.test), "search_train": list(search.train), "steps": int(pp["steps"]),
+           "config_key": key, "model": str(last),
+           "predictions": str(folder / "predictions" / "validation"), "chosen": chosen_pp, "train_seconds": round(t1 - t0, 1),
+           "eval_seconds": round(time.perf_counter() - t1, 1)}
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(done, json.dumps(rec, indent=2) + "\n", overwrite=True)
+    return {"chosen": chosen_pp, "record": rec}
+
+
+def _search_twin(search_dir: Path, key: str) -> Path | None:
+    """The final checkpoint of a finished search candidate trained with config ``key`` (the post-processing
+    model of a run whose recipe is that candidate), or None."""
+    for result in sorted(search_dir.glob("*/result.json")):
+        if json.loads(result.read_text()).get("config_key") == key and (result.parent / "last.pt").exists():
+            return result.parent / "last.pt"
+    return None
+
+
+def _reported_final(plan: _Plan, run_name: str, fold: Fold, cfg, post: dict | None = None) -> dict | None:
     """``--resume`` with the fold's training folder gone: the previous report's result of this fold, if its
     committed checkpoint was trained with ``cfg`` on the same images (its weights are then this fold's).
 
@@ -550,10 +632,13 @@ def _reported_final(plan: _Plan, run_name: str, fold: Fold, cfg) -> dict | None:
     by_name, exp = plan.by_name, plan.exp
     res = dict(old, reused="report", config_key=key, checkpoint_path=str(ckpt),
                predictions=str(fold_dir / "predictions"))
-    if not _has_every_metric(exp, old["metrics"]):
+    if post:
+        res["postprocessing"] = post["record"]
+    if not _has_every_metric(exp, old["metrics"], post["chosen"] if post else None):
         t1 = time.perf_counter()
         res["metrics"] = _score(exp, cfg, ckpt, [by_name[n] for n in fold.test], fold_dir,
-                                train_pairs=[by_name[n] for n in fold.train])
+                                train_pairs=[by_name[n] for n in fold.train],
+                                postprocessing=post["chosen"] if post else None)
         res.update(eval_seconds=round(time.perf_counter() - t1, 1), rescored=_now())
     else:
         variant = exp.variants[-1]  # the figure's (runner._write_figure)
