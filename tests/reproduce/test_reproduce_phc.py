@@ -39,6 +39,7 @@ def finished(tmp_path_factory, dic_hela_crops, tiny_settings):
     real["profiles"]["cpu"]["set"] = {**shipped, **tiny, "data.root": str(tmp / "data")}
     # the shipped nested selection, scaled to the stand-in: 1 of its 2 training frames, 2 steps
     real["profiles"]["cpu"]["selection"].update(validation=1, steps=2)
+    real["profiles"]["cpu"]["postprocess"].update(validation=1, steps=2)
     exp = tmp / "phc.yaml"
     exp.write_text(yaml.safe_dump(real, sort_keys=False))
     out, runs = tmp / "results", tmp / "runs"
@@ -59,6 +60,11 @@ def test_phc_u373_runs_as_shipped_once_its_data_are_present(finished, reference)
         assert probs[0].shape == CROP_SHAPE
         expected = reference.seg(gt, np.stack([cell_instances(p) for p in probs]))
         assert run["folds"]["01->02"]["metrics"]["plain"]["seg"] == pytest.approx(expected, abs=1e-12)
+        # the watershed's seed threshold: chosen on the validation frame, by a model that did not train on it
+        seeds = run["folds"]["01->02"]["metrics"]["seed_selection"]
+        assert seeds["chosen_on"] == "validation" and seeds["images"] == ["01/t021"]
+        assert seeds["validation_seg_watershed"][str(seeds["threshold"])] == max(seeds["validation_seg_watershed"].values())
+        assert run["folds"]["01->02"]["postprocessing"]["search_train"] == ["01/t002"]
         # the shipped profile's recipe, not only the tiny test sizes
         assert run["config"]["optim"]["schedule"] == finished["shipped"]["optim.schedule"]
         assert run["config"]["data"]["normalize"]["mode"] == "meanstd"
