@@ -323,6 +323,9 @@ def test_postprocessing_chosen_on_validation_images(tiny_isbi_stack, tmp_path, m
         assert res["metrics"]["plain"]["rand_error_watershed"] == pytest.approx(
             S.isbi_scores(closed, gt)["rand_error"], abs=1e-12)
     assert "_search" in lead["folds"]["fold1"]["postprocessing"]["model"]
+    # its training is counted in the search; the follower's model is an extra cost, reported
+    assert lead["folds"]["fold1"]["postprocessing"]["train_seconds"] == 0
+    assert follower["folds"]["fold1"]["postprocessing"]["train_seconds"] > 0
     cfg = yaml.safe_load((runs / "unet-gap/_postprocess/fold1/config.yaml").read_text())
     assert cfg["data"]["train"] == lead["selection"]["fold1"]["search_train"] and cfg["train"]["steps"] == 2
     assert cfg["loss"]["gap_weight"] == 5.0

@@ -576,23 +576,28 @@ def _postprocessing_choice(plan: _Plan, run, fold: Fold, chosen: dict) -> dict |
         if rec.get("config_key") == key:
             return {"chosen": rec["chosen"], "record": dict(rec, reused=True)}
     last, t0 = _search_twin(plan.runs_dir / run.name / "_search" / fold.name, key), time.perf_counter()
+    trained = 0.0  # a search candidate's training is counted in the search
     if last is None:
         plan.say(f"{run.name} / {fold.name}: post-processing model, {search.description}")
         if plan.overwrite and folder.exists():
             _remove_fold(folder)
-        _train(cfg, folder, key, resume=plan.resume, quiet=plan.quiet)
         last = folder / "last.pt"
+        earlier = last.exists() and int(read_checkpoint(last)["step"]) >= cfg.train.steps
+        _train(cfg, folder, key, resume=plan.resume, quiet=plan.quiet)
         step = int(read_checkpoint(last)["step"])
         if step != cfg.train.steps:
             raise UserError(f"{last}: stopped at step {step} of {cfg.train.steps}")
+        # trained by an earlier invocation: its cost as the folder's files record it (config written at the start)
+        trained = (last.stat().st_mtime - (folder / "config.yaml").stat().st_mtime if earlier
+                   else time.perf_counter() - t0)
     t1 = time.perf_counter()
     chosen_pp = choose_postprocessing(last, [plan.by_name[n] for n in search.test], folder, kind=kind,
                                       tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device),
                                       min_size=cfg.eval.min_size,
                                       membrane_watershed=bool(exp.evaluation.get("membrane_watershed")))
     rec = {"validation": list(search.test), "search_train": list(search.train), "steps": int(pp["steps"]),
-           "config_key": key, "model": str(last),
-           "predictions": str(folder / "predictions" / "validation"), "chosen": chosen_pp, "train_seconds": round(t1 - t0, 1),
+           "config_key": key, "model": str(last), "predictions": str(folder / "predictions" / "validation"),
+           "chosen": chosen_pp, "train_seconds": round(max(trained, 0.0), 1),
            "eval_seconds": round(time.perf_counter() - t1, 1)}
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(done, json.dumps(rec, indent=2) + "\n", overwrite=True)
