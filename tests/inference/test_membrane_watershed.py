@@ -66,3 +66,26 @@ def test_parameters_are_chosen_on_the_given_images():
     assert best == {"seed_threshold": 0.9, "min_seed_size": 0}  # 0.6 seeds the gap itself: no boundary there
     m = fold_metrics("isbi", [gap], labels[:1], membrane_watershed=best)
     assert m["rand_error_watershed"] < m["rand_error"] and m["membrane_watershed"] == best
+
+
+def test_small_cell_fragments_are_removed_and_chosen_by_warping_error():
+    from unet.reproduce.evaluate import choose_membrane_watershed
+
+    gt = np.full((64, 64), 255, np.uint8)
+    gt[:, 28:36] = 0  # two cells, an 8-px membrane
+    cut = np.where(gt > 0, 0.97, 0.03).astype(np.float32)
+    cut[4, 0:5] = cut[0:5, 4] = 0.03  # a spurious line cuts a 16-px corner off the left cell: a split
+    kept = membrane_watershed(cut, seed_threshold=0.9)
+    cleaned = membrane_watershed(cut, seed_threshold=0.9, min_cell_size=25)
+    assert np.all(cleaned[0:4, 0:4] == 0) and kept[0:4, 0:4].min() > 0.5
+    cells = cut > 0.5
+    cells[:5, :5] = False
+    np.testing.assert_array_equal(cleaned[cells] > 0.5, kept[cells] > 0.5)  # the cells (hundreds of px) stay
+    assert isbi_errors(gt, kept)["splits"] == 1 and isbi_errors(gt, cleaned)["warping_error"] == 0
+    labels = [(gt > 0).astype(np.int32)]
+    best, scores = choose_membrane_watershed([cut], labels, seed_grid=(0.9,), min_seed_grid=(0,),
+                                             min_cell_grid=(0, 25))
+    assert scores["cell/25"] < scores["cell/0"] and best == {"seed_threshold": 0.9, "min_seed_size": 0,
+                                                             "min_cell_size": 25}
+    # a grid of one value keeps the two-parameter choice
+    assert "min_cell_size" not in choose_membrane_watershed([cut], labels, seed_grid=(0.9,), min_seed_grid=(0,))[0]

@@ -310,6 +310,8 @@ def test_postprocessing_chosen_on_validation_images(tiny_isbi_stack, tmp_path, m
         assert not set(val) & set(res["test"]) and set(val) <= set(res["train"])
         grid = {k: v for k, v in ws["validation_rand_error"].items() if k != "none"}
         assert ws["validation_rand_error"][f"{ws['seed_threshold']:g}/{ws['min_seed_size']}"] == min(grid.values())
+        # then the smallest cell region kept, by warping error with those seeds
+        assert ws["validation_warping_error"][str(ws["min_cell_size"])] == min(ws["validation_warping_error"].values())
         # the scores are those of the saved validation predictions of the post-processing model
         probs = [read_image(Path(post["predictions"]) / f"{n}.tif") for n in val]
         assert ws["validation_rand_error"]["none"] == pytest.approx(
@@ -318,8 +320,8 @@ def test_postprocessing_chosen_on_validation_images(tiny_isbi_stack, tmp_path, m
         fold_dir = runs / run["name"] / "fold1"
         held = [read_image(prediction_path(fold_dir, "plain", n)) for n in res["test"]]
         gt = [skimage.io.imread(tiny_isbi_stack / "masks" / f"{n}.png") for n in res["test"]]
-        closed = [membrane_watershed(p, seed_threshold=ws["seed_threshold"], min_seed_size=ws["min_seed_size"])
-                  for p in held]
+        closed = [membrane_watershed(p, seed_threshold=ws["seed_threshold"], min_seed_size=ws["min_seed_size"],
+                                     min_cell_size=ws["min_cell_size"]) for p in held]
         assert res["metrics"]["plain"]["rand_error_watershed"] == pytest.approx(
             S.isbi_scores(closed, gt)["rand_error"], abs=1e-12)
     assert "_search" in lead["folds"]["fold1"]["postprocessing"]["model"]

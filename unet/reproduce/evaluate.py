@@ -14,7 +14,8 @@ import numpy as np
 from unet import scoring as S
 from unet.data import DEFAULT_NORMALIZE, load_sample
 from unet.inference import predict_tiled
-from unet.inference.labels import MEMBRANE_MIN_SEED_GRID, MEMBRANE_SEED_GRID, SEED_THRESHOLD
+from unet.inference.labels import (MEMBRANE_MIN_CELL_GRID, MEMBRANE_MIN_SEED_GRID, MEMBRANE_SEED_GRID,
+                                   SEED_THRESHOLD)
 from unet.inference.labels import membrane_watershed as close_gaps  # `membrane_watershed` names options here
 from unet.io import read_image, write_image
 from unet.reproduce.experiment import METRICS, WATERSHED_SUFFIX
@@ -35,38 +36,51 @@ def choose_seed_threshold(probs, labels, *, grid=SEED_GRID, min_size: int = 0) -
     return max(scores, key=lambda t: (scores[t], -list(scores).index(t))), scores
 
 
-def choose_membrane_watershed(probs, labels, *, seed_grid=None, min_seed_grid=None) -> tuple[dict, dict]:
-    """Parameters of :func:`unet.inference.membrane_watershed` with the best ISBI Rand error on these images.
+def choose_membrane_watershed(probs, labels, *, seed_grid=None, min_seed_grid=None,
+                              min_cell_grid=(0,)) -> tuple[dict, dict]:
+    """Parameters of :func:`unet.inference.membrane_watershed`, chosen on these images.
 
-    Meant for a fold's *training* images (their plain predictions), never its
-    held-out ones.  The Rand error is the challenge's (minimised over
-    thresholds) on the stack of the images, as it is reported.
+    Meant for validation images (or a fold's training images), never its
+    held-out ones.  The seeds (threshold, smallest core) are chosen by the
+    ISBI Rand error, the merges that gap closing is for; then, with those
+    seeds, the smallest cell region kept (``min_cell_grid``) by the warping
+    error, the topological errors that specks make.  Both errors are the
+    challenge's (minimised over thresholds) on the stack of the images, as
+    they are reported.
 
     Returns
     -------
     best : dict
-        ``{"seed_threshold": t, "min_seed_size": m}``; ties go to the first tried.
+        ``{"seed_threshold": t, "min_seed_size": m}``, plus ``"min_cell_size"``
+        when ``min_cell_grid`` has more than one value; ties go to the first tried.
     scores : dict
         ``{"t/m": Rand error}`` for every pair tried, plus ``"none"`` for the
-        unprocessed predictions (for the report).
+        unprocessed predictions (for the report), and ``{"cell/k": warping error}``
+        for every smallest cell region tried.
     """
     seed_grid = MEMBRANE_SEED_GRID if seed_grid is None else seed_grid
     min_seed_grid = MEMBRANE_MIN_SEED_GRID if min_seed_grid is None else min_seed_grid
     labels = [np.asarray(g) for g in labels]
     probs = [np.asarray(p, np.float32) for p in probs]
 
-    def rand_error(maps) -> float:
-        return float(S.isbi_scores(maps, labels, errors=("rand_error",))["rand_error"])
+    def error(maps, name="rand_error") -> float:
+        return float(S.isbi_scores(maps, labels, errors=(name,))[name])
 
-    scores = {"none": rand_error(probs)}
+    scores = {"none": error(probs)}
     best = None
     for t in seed_grid:
         for m in min_seed_grid:
-            r = rand_error([close_gaps(p, seed_threshold=t, min_seed_size=m) for p in probs])
+            r = error([close_gaps(p, seed_threshold=t, min_seed_size=m) for p in probs])
             scores[f"{float(t):g}/{int(m)}"] = r
             if best is None or r < best[0]:
                 best = (r, {"seed_threshold": float(t), "min_seed_size": int(m)})
-    return best[1], scores
+    chosen = best[1]
+    if len(min_cell_grid) > 1:
+        warping = {int(k): error([close_gaps(p, **chosen, min_cell_size=int(k)) for p in probs], "warping_error")
+                   for k in min_cell_grid}
+        scores |= {f"cell/{k}": w for k, w in warping.items()}
+        chosen = dict(chosen, min_cell_size=min(warping, key=lambda k: (warping[k], list(warping).index(k))))
+    return chosen, scores
 
 
 def _predict_saved(model, samples, out_dir, folder: str, *, tta: bool, tile_size, device, progress: bool) -> list:
@@ -179,7 +193,10 @@ def choose_postprocessing(checkpoint, pairs, out_dir, *, kind: str, tile_size=No
         ``kind="seg"``: ``{"seed_selection": {"threshold", "chosen_on", "images",
         "<on>_seg_watershed": {t: SEG}}}``; ``kind="isbi"`` with
         ``membrane_watershed``: ``{"watershed_selection": {"seed_threshold",
-        "min_seed_size", "chosen_on", "images", "<on>_rand_error": {"t/m": error}}}``;
+        "min_seed_size", "min_cell_size", "chosen_on", "images",
+        "<on>_rand_error": {"t/m": error}, "<on>_warping_error": {k: error}}}``
+        (the seeds chosen by Rand error, then the smallest cell by warping error,
+        :data:`unet.inference.labels.MEMBRANE_MIN_CELL_GRID`);
         otherwise ``{}``.  Pass it to :func:`evaluate_fold` as ``postprocessing``.
     """
     model, norm, device = _load_model(checkpoint, device)
@@ -194,8 +211,12 @@ def choose_postprocessing(checkpoint, pairs, out_dir, *, kind: str, tile_size=No
         return {"seed_selection": {"threshold": seed, "chosen_on": on, "images": names,
                                    f"{on}_seg_watershed": {str(t): v for t, v in scores.items()}}}
     if kind == "isbi" and membrane_watershed:
-        ws, scores = choose_membrane_watershed(probs, labels)
-        return {"watershed_selection": {**ws, "chosen_on": on, "images": names, f"{on}_rand_error": scores}}
+        ws, scores = choose_membrane_watershed(probs, labels, min_cell_grid=MEMBRANE_MIN_CELL_GRID)
+        cells = {k.split("/")[1]: v for k, v in scores.items() if k.startswith("cell/")}
+        return {"watershed_selection": {
+            **ws, "chosen_on": on, "images": names,
+            f"{on}_rand_error": {k: v for k, v in scores.items() if not k.startswith("cell/")},
+            f"{on}_warping_error": cells}}
     return {}
 
 
@@ -250,7 +271,8 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
         out |= {k: dict(v) for k, v in postprocessing.items()}
         seed = out["seed_selection"]["threshold"] if "seed_selection" in out else None
         if "watershed_selection" in out:
-            ws = {k: out["watershed_selection"][k] for k in ("seed_threshold", "min_seed_size")}
+            ws = {k: v for k, v in out["watershed_selection"].items()
+                  if k in ("seed_threshold", "min_seed_size", "min_cell_size")}
     elif kind == "seg" and train_pairs:
         train = [load_sample(p, normalize=norm) for p in train_pairs]
         seed, scores = choose_seed_threshold(predict(train, "plain", "train"), [s.labels for s in train],

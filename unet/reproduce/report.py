@@ -225,14 +225,17 @@ def _postprocessing_lines(report: dict) -> list[str]:
                       "threshold was chosen in each fold on its training frames (where marked: on validation frames "
                       "carved from them), never on its test frames: " + "; ".join(seeds) + "."]
     closed = [f"{name} {fold}: seed threshold {r['metrics']['watershed_selection']['seed_threshold']:g}, "
-              f"min. seed {r['metrics']['watershed_selection']['min_seed_size']} px" + _chosen_on(r, "watershed_selection")
+              f"min. seed {r['metrics']['watershed_selection']['min_seed_size']} px"
+              + (f", min. cell {r['metrics']['watershed_selection']['min_cell_size']} px"
+                 if "min_cell_size" in r["metrics"]["watershed_selection"] else "") + _chosen_on(r, "watershed_selection")
               for name, fold, r in folds if "watershed_selection" in r["metrics"]]
     if closed:
         lines += ["", "\"Gaps closed\" (beyond the paper) scores the same maps after a seeded watershed of the cell "
                       "probability that draws one-pixel boundaries between confident cell cores "
                       "(`unet.inference.membrane_watershed`); its parameters were chosen in each fold by Rand error "
-                      "on its training slices (where marked: on validation slices carved from them), never on its "
-                      "test slices: " + "; ".join(closed) + "."]
+                      "on its training slices (where marked: on validation slices carved from them; the smallest "
+                      "cell region kept, where given, then by warping error), never on its test slices: "
+                  + "; ".join(closed) + "."]
     posts = [r["postprocessing"] for _, _, r in folds if r.get("postprocessing")]
     if posts:
         cost = sum(p.get("train_seconds", 0) + p.get("eval_seconds", 0) for p in posts)
@@ -256,7 +259,11 @@ def _chosen_on(fold_result: dict, key: str) -> str:
     else:  # the seeded watershed of cell instances: SEG, keyed by threshold
         best = f"{scores[str(sel['threshold'])]:.3f}"
     none = f", unprocessed {scores['none']:.4f}" if "none" in scores else ""
-    return f" (on {', '.join(sel['images'])}: {best}{none})"
+    warping = sel.get("validation_warping_error") or {}
+    cells = (f"; warping error {warping[str(sel['min_cell_size'])]:.6f}, keeping every cell {warping['0']:.6f}"
+             if "min_cell_size" in sel and "0" in warping else "")
+    return f" (on {', '.join(sel['images'])}: Rand error {best}{none}{cells})" if "seed_threshold" in sel \
+        else f" (on {', '.join(sel['images'])}: SEG {best})"
 
 
 def _reading_lines(report: dict) -> list[str]:
