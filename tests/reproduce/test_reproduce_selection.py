@@ -336,6 +336,16 @@ def test_postprocessing_chosen_on_validation_images(tiny_isbi_stack, tmp_path, m
     trained.clear()
     assert main(argv + ["--resume"]) == 0
     assert trained == [] and json.loads((out / "report.json").read_text())["runs"][0]["summary"] == lead["summary"]
+    # another grid is another choice: made again from the same models, nothing trains
+    import unet.reproduce.evaluate as E
+
+    monkeypatch.setattr(E, "MEMBRANE_MIN_CELL_GRID", (0, 7))
+    assert main(argv + ["--resume"]) == 0
+    assert trained == []
+    for run in json.loads((out / "report.json").read_text())["runs"]:
+        ws = run["folds"]["fold1"]["metrics"]["watershed_selection"]
+        assert run["folds"]["fold1"]["postprocessing"]["grid"]["min_cell_size"] == [0, 7]
+        assert set(ws["validation_warping_error"]) == {"0", "7"} and ws["min_cell_size"] in (0, 7)
 
 
 @pytest.mark.parametrize("pp,message", [({"validation": 1}, "mapping"), ({"validation": 0, "steps": 2}, "validation"),

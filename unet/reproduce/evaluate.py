@@ -177,6 +177,16 @@ def _isbi_fold(probs, labels, watershed: dict | None) -> dict:
     return out
 
 
+def postprocessing_grid(kind: str, *, membrane_watershed: bool = False) -> dict:
+    """The values :func:`choose_postprocessing` tries (stored with a choice: another grid is another choice)."""
+    if kind == "seg":
+        return {"seed_threshold": list(SEED_GRID)}
+    if kind == "isbi" and membrane_watershed:
+        return {"seed_threshold": list(MEMBRANE_SEED_GRID), "min_seed_size": list(MEMBRANE_MIN_SEED_GRID),
+                "min_cell_size": list(MEMBRANE_MIN_CELL_GRID)}
+    return {}
+
+
 def choose_postprocessing(checkpoint, pairs, out_dir, *, kind: str, tile_size=None, device=None, min_size: int = 0,
                           membrane_watershed: bool = False, on: str = "validation") -> dict:
     """Choose the post-processing parameters on ``pairs``, predicted (plain) from ``checkpoint``.

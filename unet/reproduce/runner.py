@@ -34,7 +34,7 @@ from unet.checkpoint import read_checkpoint
 from unet.data.selection import config_pairs, select_pairs
 from unet.errors import UserError
 from unet.io import atomic_path, write_text_atomic
-from unet.reproduce.evaluate import choose_postprocessing, evaluate_fold, predict_saved
+from unet.reproduce.evaluate import choose_postprocessing, evaluate_fold, postprocessing_grid, predict_saved
 from unet.reproduce.experiment import LOWER_IS_BETTER, WATERSHED_SUFFIX, Experiment, load_experiment
 from unet.reproduce.figures import comparison_rows, plot_comparison
 from unet.reproduce.folds import Fold, carve_validation, check_no_leak, resolve_folds, select_folds
@@ -565,15 +565,16 @@ def _postprocessing_choice(plan: _Plan, run, fold: Fold, chosen: dict) -> dict |
                        extra_set=dict(chosen, **{"train.steps": int(pp["steps"])}))
     _check_selection(cfg, plan.pairs, search)
     key = config_key(cfg.to_dict())
+    grid = postprocessing_grid(kind, membrane_watershed=bool(exp.evaluation.get("membrane_watershed")))
     folder = plan.runs_dir / run.name / "_postprocess" / fold.name
     old = ((plan.previous_run(run.name).get("folds") or {}).get(fold.name) or {}).get("postprocessing")
-    if plan.resume and not folder.exists() and old and old.get("config_key") == key \
+    if plan.resume and not folder.exists() and old and (old.get("config_key"), old.get("grid")) == (key, grid) \
             and old.get("validation") == list(search.test) and old.get("search_train") == list(search.train):
         return {"chosen": old["chosen"], "record": dict(old, reused="report")}
     done = folder / "choice.json"
     if done.exists() and not plan.overwrite:
         rec = json.loads(done.read_text())
-        if rec.get("config_key") == key:
+        if (rec.get("config_key"), rec.get("grid")) == (key, grid):
             return {"chosen": rec["chosen"], "record": dict(rec, reused=True)}
     last, t0 = _search_twin(plan.runs_dir / run.name / "_search" / fold.name, key), time.perf_counter()
     trained = 0.0  # a search candidate's training is counted in the search
@@ -596,7 +597,7 @@ def _postprocessing_choice(plan: _Plan, run, fold: Fold, chosen: dict) -> dict |
                                       min_size=cfg.eval.min_size,
                                       membrane_watershed=bool(exp.evaluation.get("membrane_watershed")))
     rec = {"validation": list(search.test), "search_train": list(search.train), "steps": int(pp["steps"]),
-           "config_key": key, "model": str(last), "predictions": str(folder / "predictions" / "validation"),
+           "config_key": key, "grid": grid, "model": str(last), "predictions": str(folder / "predictions" / "validation"),
            "chosen": chosen_pp, "train_seconds": round(max(trained, 0.0), 1),
            "eval_seconds": round(time.perf_counter() - t1, 1)}
     folder.mkdir(parents=True, exist_ok=True)
