@@ -579,11 +579,12 @@ def _postprocessing_choice(plan: _Plan, run, fold: Fold, chosen: dict) -> dict |
     last, t0 = _search_twin(plan.runs_dir / run.name / "_search" / fold.name, key), time.perf_counter()
     trained = 0.0  # a search candidate's training is counted in the search
     if last is None:
-        plan.say(f"{run.name} / {fold.name}: post-processing model, {search.description}")
         if plan.overwrite and folder.exists():
             _remove_fold(folder)
         last = folder / "last.pt"
         earlier = last.exists() and int(read_checkpoint(last)["step"]) >= cfg.train.steps
+        if not earlier:
+            plan.say(f"{run.name} / {fold.name}: post-processing model, {search.description}")
         _train(cfg, folder, key, resume=plan.resume, quiet=plan.quiet)
         step = int(read_checkpoint(last)["step"])
         if step != cfg.train.steps:
