@@ -209,25 +209,23 @@ def choose_postprocessing(checkpoint, pairs, out_dir, *, kind: str, tile_size=No
         :data:`unet.inference.labels.MEMBRANE_MIN_CELL_GRID`);
         otherwise ``{}``.  Pass it to :func:`evaluate_fold` as ``postprocessing``.
     """
+    if not postprocessing_grid(kind, membrane_watershed=membrane_watershed):
+        return {}
     model, norm, device = _load_model(checkpoint, device)
     samples = [load_sample(p, normalize=norm) for p in pairs]
-    names = [s.name for s in samples]
-    if kind == "seg" or (kind == "isbi" and membrane_watershed):
-        probs = _predict_saved(model, samples, out_dir, on, tta=False, tile_size=tile_size, device=device,
-                               progress=False)
-    labels = [s.labels for s in samples]
+    names, labels = [s.name for s in samples], [s.labels for s in samples]
+    probs = _predict_saved(model, samples, out_dir, on, tta=False, tile_size=tile_size, device=device,
+                           progress=False)
     if kind == "seg":
         seed, scores = choose_seed_threshold(probs, labels, min_size=min_size)
         return {"seed_selection": {"threshold": seed, "chosen_on": on, "images": names,
                                    f"{on}_seg_watershed": {str(t): v for t, v in scores.items()}}}
-    if kind == "isbi" and membrane_watershed:
-        ws, scores = choose_membrane_watershed(probs, labels, min_cell_grid=MEMBRANE_MIN_CELL_GRID)
-        cells = {k.split("/")[1]: v for k, v in scores.items() if k.startswith("cell/")}
-        return {"watershed_selection": {
-            **ws, "chosen_on": on, "images": names,
-            f"{on}_rand_error": {k: v for k, v in scores.items() if not k.startswith("cell/")},
-            f"{on}_warping_error": cells}}
-    return {}
+    ws, scores = choose_membrane_watershed(probs, labels, min_cell_grid=MEMBRANE_MIN_CELL_GRID)
+    cells = {k.split("/")[1]: v for k, v in scores.items() if k.startswith("cell/")}
+    return {"watershed_selection": {
+        **ws, "chosen_on": on, "images": names,
+        f"{on}_rand_error": {k: v for k, v in scores.items() if not k.startswith("cell/")},
+        f"{on}_warping_error": cells}}
 
 
 def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",), tile_size=None, device=None,

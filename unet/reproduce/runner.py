@@ -558,14 +558,14 @@ def _postprocessing_choice(plan: _Plan, run, fold: Fold, chosen: dict) -> dict |
     exp = plan.exp
     pp = (exp.profiles.get(plan.profile) or {}).get("postprocess")
     kind = exp.evaluation["kind"]
-    if not pp or not (kind == "seg" or (kind == "isbi" and exp.evaluation.get("membrane_watershed"))):
+    grid = postprocessing_grid(kind, membrane_watershed=bool(exp.evaluation.get("membrane_watershed")))
+    if not pp or not grid:
         return None
     search = carve_validation(fold, int(pp["validation"]), pick=pp.get("pick", "last"))
     cfg = build_config(exp, run, profile=plan.profile, overrides=plan.overrides, fold=search,
                        extra_set=dict(chosen, **{"train.steps": int(pp["steps"])}))
     _check_selection(cfg, plan.pairs, search)
     key = config_key(cfg.to_dict())
-    grid = postprocessing_grid(kind, membrane_watershed=bool(exp.evaluation.get("membrane_watershed")))
     folder = plan.runs_dir / run.name / "_postprocess" / fold.name
     old = ((plan.previous_run(run.name).get("folds") or {}).get(fold.name) or {}).get("postprocessing")
     if plan.resume and not folder.exists() and old and (old.get("config_key"), old.get("grid")) == (key, grid) \
