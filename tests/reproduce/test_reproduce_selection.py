@@ -348,6 +348,54 @@ def test_postprocessing_chosen_on_validation_images(tiny_isbi_stack, tmp_path, m
         assert set(ws["validation_warping_error"]) == {"0", "7"} and ws["min_cell_size"] in (0, 7)
 
 
+def test_tta_maps_get_postprocessing_chosen_on_tta_maps(tiny_isbi_stack, tmp_path, make_tiny_experiment,
+                                                         monkeypatch):
+    """With TTA among the evaluation's variants, the gap-closing parameters applied to held-out TTA maps are
+    chosen on TTA maps of the validation images (the plain row keeps the plain choice); a choice made for
+    plain maps only is made again from the same post-processing model, which does not train again."""
+    from unet import scoring as S
+    from unet.inference.labels import membrane_watershed
+    from unet.reproduce.evaluate import prediction_path
+
+    exp = _experiment(tmp_path / "tta.yaml", tiny_isbi_stack, make_tiny_experiment, membrane_watershed=True)
+    d = yaml.safe_load(exp.read_text())
+    d["profiles"]["cpu"]["postprocess"] = {"validation": 1, "steps": 2}
+    exp.write_text(yaml.safe_dump(d, sort_keys=False))
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    argv = ["reproduce", str(exp), "--out", str(out), "--runs-dir", str(runs), "--folds", "1", "--quiet"]
+    assert main(argv) == 0
+    ws = json.loads((out / "report.json").read_text())["runs"][0]["folds"]["fold1"]["metrics"]["watershed_selection"]
+    assert "tta" not in ws
+
+    d["evaluation"]["tta"] = [False, True]
+    exp.write_text(yaml.safe_dump(d, sort_keys=False))
+    trained = _spy_trainings(monkeypatch)
+    assert main(argv + ["--resume"]) == 0
+    assert trained == []
+    res = json.loads((out / "report.json").read_text())["runs"][0]["folds"]["fold1"]
+    ws, post = res["metrics"]["watershed_selection"], res["postprocessing"]
+    assert post["variants"] == ["plain", "tta"]
+    val = ws["images"]
+    masks = [skimage.io.imread(tiny_isbi_stack / "masks" / f"{n}.png") for n in val]
+    folder = Path(post["predictions"]).parent
+    plain = [read_image(folder / "validation" / f"{n}.tif") for n in val]
+    tta = [read_image(folder / "validation-tta" / f"{n}.tif") for n in val]
+    assert not np.allclose(plain[0], tta[0])  # two kinds of maps, so two choices
+    for maps, sel in ((plain, ws), (tta, ws["tta"])):
+        assert sel["validation_rand_error"]["none"] == pytest.approx(
+            S.isbi_scores(maps, masks, errors=("rand_error",))["rand_error"], abs=1e-12)
+        grid = {k: v for k, v in sel["validation_rand_error"].items() if k != "none"}
+        assert sel["validation_rand_error"][f"{sel['seed_threshold']:g}/{sel['min_seed_size']}"] == min(grid.values())
+    gt = [skimage.io.imread(tiny_isbi_stack / "masks" / f"{n}.png") for n in res["test"]]
+    for variant, sel in (("plain", ws), ("tta", ws["tta"])):
+        params = {k: sel[k] for k in ("seed_threshold", "min_seed_size", "min_cell_size")}
+        assert res["metrics"][variant]["membrane_watershed"] == params
+        held = [read_image(prediction_path(runs / "unet" / "fold1", variant, n)) for n in res["test"]]
+        assert res["metrics"][variant]["rand_error_watershed"] == pytest.approx(
+            S.isbi_scores([membrane_watershed(p, **params) for p in held], gt)["rand_error"], abs=1e-12)
+    assert "on TTA maps seed threshold" in (out / "report.md").read_text()
+
+
 @pytest.mark.parametrize("pp,message", [({"validation": 1}, "mapping"), ({"validation": 0, "steps": 2}, "validation"),
                                         ({"validation": 1, "steps": 2, "pick": "first"}, "pick")])
 def test_bad_postprocess_is_a_clear_error(tiny_isbi_stack, tmp_path, make_tiny_experiment, pp, message):

@@ -188,14 +188,18 @@ def postprocessing_grid(kind: str, *, membrane_watershed: bool = False) -> dict:
 
 
 def choose_postprocessing(checkpoint, pairs, out_dir, *, kind: str, tile_size=None, device=None, min_size: int = 0,
-                          membrane_watershed: bool = False, on: str = "validation") -> dict:
-    """Choose the post-processing parameters on ``pairs``, predicted (plain) from ``checkpoint``.
+                          membrane_watershed: bool = False, on: str = "validation",
+                          variants=("plain",)) -> dict:
+    """Choose the post-processing parameters on ``pairs``, predicted from ``checkpoint``.
 
     Issue 11: the parameters are best chosen on images the network did not
     train on (a model trained on a fold's training images minus validation
     images, predicting those), because predictions of its own training images
     are cleaner than any held-out prediction and favour milder post-processing
-    than held-out maps need.
+    than held-out maps need.  Each variant in ``variants`` is chosen on
+    validation maps predicted the same way (``"tta"``: the average of the 8
+    flips/rotations, smoother and more confident than plain maps), since the
+    parameters are applied to held-out maps of that variant.
 
     Returns
     -------
@@ -207,25 +211,48 @@ def choose_postprocessing(checkpoint, pairs, out_dir, *, kind: str, tile_size=No
         "<on>_rand_error": {"t/m": error}, "<on>_warping_error": {k: error}}}``
         (the seeds chosen by Rand error, then the smallest cell by warping error,
         :data:`unet.inference.labels.MEMBRANE_MIN_CELL_GRID`);
-        otherwise ``{}``.  Pass it to :func:`evaluate_fold` as ``postprocessing``.
+        otherwise ``{}``.  The top level is the choice for plain maps; with
+        ``"tta"`` in ``variants`` the selection also holds ``"tta"``: the same
+        keys (less ``chosen_on`` and ``images``) chosen on TTA maps.  Pass it to
+        :func:`evaluate_fold` as ``postprocessing``.
     """
     if not postprocessing_grid(kind, membrane_watershed=membrane_watershed):
         return {}
     model, norm, device = _load_model(checkpoint, device)
     samples = [load_sample(p, normalize=norm) for p in pairs]
     names, labels = [s.name for s in samples], [s.labels for s in samples]
-    probs = _predict_saved(model, samples, out_dir, on, tta=False, tile_size=tile_size, device=device,
-                           progress=False)
-    if kind == "seg":
-        seed, scores = choose_seed_threshold(probs, labels, min_size=min_size)
-        return {"seed_selection": {"threshold": seed, "chosen_on": on, "images": names,
-                                   f"{on}_seg_watershed": {str(t): v for t, v in scores.items()}}}
-    ws, scores = choose_membrane_watershed(probs, labels, min_cell_grid=MEMBRANE_MIN_CELL_GRID)
-    cells = {k.split("/")[1]: v for k, v in scores.items() if k.startswith("cell/")}
-    return {"watershed_selection": {
-        **ws, "chosen_on": on, "images": names,
-        f"{on}_rand_error": {k: v for k, v in scores.items() if not k.startswith("cell/")},
-        f"{on}_warping_error": cells}}
+    key = "seed_selection" if kind == "seg" else "watershed_selection"
+    out = {}
+    for variant in ("plain", *[v for v in variants if v != "plain"]):
+        folder = on if variant == "plain" else f"{on}-{variant}"
+        probs = _predict_saved(model, samples, out_dir, folder, tta=variant == "tta", tile_size=tile_size,
+                               device=device, progress=False)
+        if kind == "seg":
+            seed, scores = choose_seed_threshold(probs, labels, min_size=min_size)
+            sel = {"threshold": seed, f"{on}_seg_watershed": {str(t): v for t, v in scores.items()}}
+        else:
+            ws, scores = choose_membrane_watershed(probs, labels, min_cell_grid=MEMBRANE_MIN_CELL_GRID)
+            cells = {k.split("/")[1]: v for k, v in scores.items() if k.startswith("cell/")}
+            sel = {**ws, f"{on}_rand_error": {k: v for k, v in scores.items() if not k.startswith("cell/")},
+                   f"{on}_warping_error": cells}
+        if variant == "plain":
+            out[key] = {**{k: v for k, v in sel.items() if not k.startswith(on)}, "chosen_on": on, "images": names,
+                        **{k: v for k, v in sel.items() if k.startswith(on)}}
+        else:
+            out[key][variant] = sel
+    return out
+
+
+#: the keys of a post-processing choice that are parameters (the rest are its record)
+_PARAMETERS = ("threshold", "seed_threshold", "min_seed_size", "min_cell_size")
+
+
+def _parameters_for(selection: dict | None, variant: str) -> dict | None:
+    """The parameters a choice gives maps of ``variant``: its own if chosen on that variant, else the plain ones."""
+    if selection is None:
+        return None
+    sel = selection.get(variant) if isinstance(selection.get(variant), dict) else selection
+    return {k: v for k, v in sel.items() if k in _PARAMETERS}
 
 
 def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",), tile_size=None, device=None,
@@ -260,7 +287,9 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
         ``kind="isbi"``: also score the post-processed maps (see :func:`fold_metrics`).
     postprocessing : dict, optional
         Parameters already chosen elsewhere (:func:`choose_postprocessing` on
-        validation images); then ``train_pairs`` choose nothing.
+        validation images); then ``train_pairs`` choose nothing.  Maps of a
+        variant with a choice of its own (``postprocessing[key][variant]``)
+        get that one, the others the plain choice.
 
     Returns
     -------
@@ -274,26 +303,26 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
         return _predict_saved(model, samples, out_dir, folder, tta=variant == "tta", tile_size=tile_size,
                               device=device, progress=progress)
 
-    out, seed, ws = {}, None, None
+    out, seeds, ws = {}, None, None
     if postprocessing:
         out |= {k: dict(v) for k, v in postprocessing.items()}
-        seed = out["seed_selection"]["threshold"] if "seed_selection" in out else None
-        if "watershed_selection" in out:
-            ws = {k: v for k, v in out["watershed_selection"].items()
-                  if k in ("seed_threshold", "min_seed_size", "min_cell_size")}
+        seeds, ws = out.get("seed_selection"), out.get("watershed_selection")
     elif kind == "seg" and train_pairs:
         train = [load_sample(p, normalize=norm) for p in train_pairs]
         seed, scores = choose_seed_threshold(predict(train, "plain", "train"), [s.labels for s in train],
                                              min_size=min_size)
-        out["seed_selection"] = {"threshold": seed, "train_seg_watershed": {str(t): v for t, v in scores.items()}}
+        out["seed_selection"] = seeds = {"threshold": seed,
+                                         "train_seg_watershed": {str(t): v for t, v in scores.items()}}
     if kind == "isbi" and membrane_watershed and ws is None:
         if not train_pairs:
             raise ValueError("membrane_watershed needs the fold's training images to choose its parameters")
         train = [load_sample(p, normalize=norm) for p in train_pairs]
-        ws, scores = choose_membrane_watershed(predict(train, "plain", "train"), [s.labels for s in train])
-        out["watershed_selection"] = {**ws, "train_rand_error": scores}
+        chosen, scores = choose_membrane_watershed(predict(train, "plain", "train"), [s.labels for s in train])
+        out["watershed_selection"] = ws = {**chosen, "train_rand_error": scores}
     samples = [load_sample(p, normalize=norm) for p in pairs]
     for variant in variants:
+        seed = (_parameters_for(seeds, variant) or {}).get("threshold")
         out[variant] = fold_metrics(kind, predict(samples, variant, variant), [s.labels for s in samples],
-                                    min_size=min_size, seed_threshold=seed, membrane_watershed=ws)
+                                    min_size=min_size, seed_threshold=seed,
+                                    membrane_watershed=_parameters_for(ws, variant))
     return out

@@ -218,6 +218,7 @@ def _postprocessing_lines(report: dict) -> list[str]:
     lines = []
     folds = [(run["name"], fold, r) for run in report["runs"] for fold, r in run["folds"].items()]
     seeds = [f"{name} {fold}: {r['metrics']['seed_selection']['threshold']:g}" + _chosen_on(r, "seed_selection")
+             + _chosen_on(r, "seed_selection", "tta")
              for name, fold, r in folds if "seed_selection" in r["metrics"]]
     if seeds:
         lines += ["", "SEG uses the paper's instances, the connected components of probability > 0.5; "
@@ -228,6 +229,7 @@ def _postprocessing_lines(report: dict) -> list[str]:
               f"min. seed {r['metrics']['watershed_selection']['min_seed_size']} px"
               + (f", min. cell {r['metrics']['watershed_selection']['min_cell_size']} px"
                  if "min_cell_size" in r["metrics"]["watershed_selection"] else "") + _chosen_on(r, "watershed_selection")
+              + _chosen_on(r, "watershed_selection", "tta")
               for name, fold, r in folds if "watershed_selection" in r["metrics"]]
     if closed:
         lines += ["", "\"Gaps closed\" (beyond the paper) scores the same maps after a seeded watershed of the cell "
@@ -243,27 +245,42 @@ def _postprocessing_lines(report: dict) -> list[str]:
                       f"in every fold, the run's final recipe was trained for {posts[0]['steps']} steps on the fold's "
                       "training images minus the validation images of nested selection (a search candidate trained "
                       "with the same config was used as it is) and predicted those once; the parameters with the "
-                      "best score there were applied to the held-out images. Cost: "
+                      "best score there were applied to the held-out images"
+                  + (", those of TTA maps chosen on TTA maps of the validation images"
+                     if any("tta" in p.get("variants", []) for p in posts) else "") + ". Cost: "
                   + str(timedelta(seconds=round(cost))) + " (not part of the final trainings' time)."]
     return lines
 
 
-def _chosen_on(fold_result: dict, key: str) -> str:
-    """`` (validation train/27, ...: 0.081, unprocessed 0.095)`` for parameters chosen on validation images."""
-    sel = fold_result["metrics"][key]
-    if sel.get("chosen_on") != "validation":
+def _chosen_on(fold_result: dict, key: str, variant: str = "plain") -> str:
+    """`` (on train/27, ...: Rand error 0.081, unprocessed 0.095)`` for parameters chosen on validation
+    images; with ``variant``, ``, on TTA maps 0.8 (SEG 0.79)`` for those chosen on that variant's maps, if any."""
+    top = fold_result["metrics"][key]
+    if top.get("chosen_on") != "validation":
         return ""
-    scores = sel.get("validation_rand_error") or sel.get("validation_seg_watershed") or {}
+    if variant == "plain":
+        return f" (on {', '.join(top['images'])}: {_validation_scores(top)})"
+    sel = top.get(variant)
+    if not isinstance(sel, dict):
+        return ""
+    params = (f"{sel['threshold']:g}" if "threshold" in sel else
+              f"seed threshold {sel['seed_threshold']:g}, min. seed {sel['min_seed_size']} px"
+              + (f", min. cell {sel['min_cell_size']} px" if "min_cell_size" in sel else ""))
+    return f", on {variant.upper()} maps {params} ({_validation_scores(sel)})"
+
+
+def _validation_scores(sel: dict) -> str:
+    """The chosen parameters' validation score (and the unprocessed maps', the largest cell kept's)."""
     if "seed_threshold" in sel:  # the gap-closing watershed: Rand error, keyed "threshold/min. seed"
+        scores = sel["validation_rand_error"]
         best = f"{scores[format(sel['seed_threshold'], 'g') + '/' + str(sel['min_seed_size'])]:.4f}"
-    else:  # the seeded watershed of cell instances: SEG, keyed by threshold
-        best = f"{scores[str(sel['threshold'])]:.3f}"
-    none = f", unprocessed {scores['none']:.4f}" if "none" in scores else ""
-    warping = sel.get("validation_warping_error") or {}
-    cells = (f"; warping error {warping[str(sel['min_cell_size'])]:.6f}, keeping every cell {warping['0']:.6f}"
-             if "min_cell_size" in sel and "0" in warping else "")
-    return f" (on {', '.join(sel['images'])}: Rand error {best}{none}{cells})" if "seed_threshold" in sel \
-        else f" (on {', '.join(sel['images'])}: SEG {best})"
+        none = f", unprocessed {scores['none']:.4f}" if "none" in scores else ""
+        warping = sel.get("validation_warping_error") or {}
+        cells = (f"; warping error {warping[str(sel['min_cell_size'])]:.6f}, keeping every cell {warping['0']:.6f}"
+                 if "min_cell_size" in sel and "0" in warping else "")
+        return f"Rand error {best}{none}{cells}"
+    # the seeded watershed of cell instances: SEG, keyed by threshold
+    return f"SEG {sel['validation_seg_watershed'][str(sel['threshold'])]:.3f}"
 
 
 def _reading_lines(report: dict) -> list[str]:

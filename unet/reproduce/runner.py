@@ -544,7 +544,8 @@ def _postprocessing_choice(plan: _Plan, run, fold: Fold, chosen: dict) -> dict |
     ``postprocess.steps`` on the fold's training images minus
     ``postprocess.validation`` of them (the carve of nested selection), predicts
     those once, and the parameters with the best score there are the ones the
-    held-out images get (:func:`unet.reproduce.evaluate.choose_postprocessing`).
+    held-out images get (:func:`unet.reproduce.evaluate.choose_postprocessing`),
+    each evaluation variant's chosen on validation maps of that variant.
     The model lives in ``runs_dir/RUN/_postprocess/FOLD``; a search candidate
     trained with the same config is used instead of training it again, and with
     ``resume`` the previous report's choice is reused when its folder is gone.
@@ -568,13 +569,18 @@ def _postprocessing_choice(plan: _Plan, run, fold: Fold, chosen: dict) -> dict |
     key = config_key(cfg.to_dict())
     folder = plan.runs_dir / run.name / "_postprocess" / fold.name
     old = ((plan.previous_run(run.name).get("folds") or {}).get(fold.name) or {}).get("postprocessing")
-    if plan.resume and not folder.exists() and old and (old.get("config_key"), old.get("grid")) == (key, grid) \
+    variants = list(exp.variants)  # each variant's parameters are chosen on its own kind of maps
+
+    def same_choice(rec: dict) -> bool:  # a record from before per-variant choices chose for plain maps only
+        return (rec.get("config_key"), rec.get("grid"), rec.get("variants", ["plain"])) == (key, grid, variants)
+
+    if plan.resume and not folder.exists() and old and same_choice(old) \
             and old.get("validation") == list(search.test) and old.get("search_train") == list(search.train):
         return {"chosen": old["chosen"], "record": dict(old, reused="report")}
     done = folder / "choice.json"
     if done.exists() and not plan.overwrite:
         rec = json.loads(done.read_text())
-        if (rec.get("config_key"), rec.get("grid")) == (key, grid):
+        if same_choice(rec):
             return {"chosen": rec["chosen"], "record": dict(rec, reused=True)}
     last, t0 = _search_twin(plan.runs_dir / run.name / "_search" / fold.name, key), time.perf_counter()
     trained = 0.0  # a search candidate's training is counted in the search
@@ -596,9 +602,10 @@ def _postprocessing_choice(plan: _Plan, run, fold: Fold, chosen: dict) -> dict |
     chosen_pp = choose_postprocessing(last, [plan.by_name[n] for n in search.test], folder, kind=kind,
                                       tile_size=cfg.eval.tile_size, device=pick_device(cfg.train.device),
                                       min_size=cfg.eval.min_size,
-                                      membrane_watershed=bool(exp.evaluation.get("membrane_watershed")))
+                                      membrane_watershed=bool(exp.evaluation.get("membrane_watershed")),
+                                      variants=variants)
     rec = {"validation": list(search.test), "search_train": list(search.train), "steps": int(pp["steps"]),
-           "config_key": key, "grid": grid, "model": str(last), "predictions": str(folder / "predictions" / "validation"),
+           "config_key": key, "grid": grid, "variants": variants, "model": str(last), "predictions": str(folder / "predictions" / "validation"),
            "chosen": chosen_pp, "train_seconds": round(max(trained, 0.0), 1),
            "eval_seconds": round(time.perf_counter() - t1, 1)}
     folder.mkdir(parents=True, exist_ok=True)
