@@ -12,10 +12,11 @@ from unet.errors import UserError
 from unet.training.trainer import Trainer, TrainingDiverged
 
 
-def test_tiny_net_overfits_two_real_crops(tiny_isbi, tiny_cfg, tmp_path):
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_tiny_net_overfits_two_real_crops(tiny_isbi, tiny_cfg, tmp_path, amp):
     cfg = tiny_cfg(tiny_isbi, **{"train.steps": 60, "train.val_every": 60, "train.checkpoint_every": 60,
                              "augment.elastic": False, "augment.gray": False, "model.unet.dropout": 0.0,
-                             "data.val": "0:2"})
+                             "data.val": "0:2", "train.amp": amp})
     Trainer(cfg, tmp_path / "run", quiet=True).fit()
     with open(tmp_path / "run/log.csv") as fh:
         losses = [float(r["loss"]) for r in csv.DictReader(fh)]
@@ -24,6 +25,31 @@ def test_tiny_net_overfits_two_real_crops(tiny_isbi, tiny_cfg, tmp_path):
     for name in ("config.yaml", "last.pt", "best.pt", "curves.png", "log.csv"):
         assert (tmp_path / "run" / name).exists(), name
     assert list((tmp_path / "run/overlays").glob("*.png"))
+
+
+def test_bf16_autocast_runs_the_forward_pass_in_bfloat16_on_the_cpu(tiny_isbi, tiny_cfg, tmp_path, monkeypatch):
+    """``train.amp: bf16`` on the CPU: convolutions in bfloat16, the loss in float32, float32 weights; the
+    weights after a few steps are close to, but not the same as, float32 training's."""
+    import unet.training.trainer as T
+
+    seen, real = [], T.get_loss("weighted_ce")
+
+    def spy(logits, y, w):
+        seen.append(logits.dtype)
+        return real(logits, y, w)
+
+    monkeypatch.setattr(T, "get_loss", lambda name: spy)
+    states = {}
+    for amp in ("none", "bf16"):
+        cfg = tiny_cfg(tiny_isbi, **{"train.steps": 3, "train.val_every": 100, "train.amp": amp,
+                                     "model.unet.dropout": 0.0})
+        Trainer(cfg, tmp_path / amp, quiet=True).fit()
+        states[amp] = read_checkpoint(tmp_path / amp / "last.pt")["state_dict"]
+    assert seen == [torch.float32] * 6  # the loss never sees bfloat16 logits
+    diffs = [(states["none"][k].float() - states["bf16"][k].float()).abs().max().item()
+             for k in states["none"] if states["none"][k].is_floating_point()]
+    assert all(states["bf16"][k].dtype == states["none"][k].dtype for k in states["none"])
+    assert 0 < max(diffs) < 0.05, max(diffs)  # bfloat16 rounding moved the weights, a little
 
 
 def test_kill_and_resume_equals_uninterrupted(tiny_isbi, tiny_cfg, tmp_path):

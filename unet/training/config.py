@@ -176,7 +176,8 @@ class TrainConfig(_Section):
     checkpoint_every: Int = Field(500, gt=0)
     log_every: Int = Field(10, gt=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    #: none | bf16 | fp16 (autocast, GPU only)
+    #: none | bf16 | fp16: mixed precision (autocast of the forward pass; weights, loss and optimiser stay
+    #: float32); bf16 on CPU and GPU, fp16 on GPU only. Prediction always runs in float32.
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     threads: Int = Field(0, ge=0)  # torch intra-op threads; 0 = all cores

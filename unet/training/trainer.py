@@ -356,7 +356,9 @@ class Trainer:
         if info.is_main:
             self._announce(start)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-        use_amp = amp_dtype is not None and self.device.type == "cuda"
+        # bf16 also on the CPU: oneDNN's bf16 convolutions (AVX512-BF16/AMX) take ~0.6x the fp32 step time
+        # (scripts/BENCHMARKS.md); fp16 autocast has no fast CPU kernels
+        use_amp = amp_dtype is not None and (self.device.type == "cuda" or amp_dtype == torch.bfloat16)
         # disable=None: tqdm turns itself off when stderr is not a terminal (logs stay readable)
         bar = tqdm(total=cfg.train.steps, initial=start, disable=True if self.quiet or not info.is_main else None,
                    desc=f"train {cfg.experiment}", unit="step", dynamic_ncols=True, mininterval=1.0)
@@ -401,7 +403,7 @@ class Trainer:
         y, w = batch["target"].to(device), batch["weight"].to(device)
         with torch.autocast(device.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
             logits = run.ddp_model(x)
-        loss = run.loss_fn(logits, y, w)
+        loss = run.loss_fn(logits.float(), y, w)  # the softmax and the weighted sum in float32 under autocast
         # all ranks learn of a divergence on any, before the gradient all-reduce that would wait for it
         codes = agree(self.info, GO if torch.isfinite(loss) else DIVERGED, device)
         if any(codes):
