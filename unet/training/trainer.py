@@ -356,7 +356,7 @@ class Trainer:
         if info.is_main:
             self._announce(start)
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.amp)
-        # bf16 also on the CPU: oneDNN's bf16 convolutions (AVX512-BF16/AMX) take ~0.6x the fp32 step time
+        # bf16 also on the CPU: oneDNN's bf16 convolutions (AVX512-BF16/AMX) take ~0.7x the fp32 step time
         # (scripts/BENCHMARKS.md); fp16 autocast has no fast CPU kernels
         use_amp = amp_dtype is not None and (self.device.type == "cuda" or amp_dtype == torch.bfloat16)
         # disable=None: tqdm turns itself off when stderr is not a terminal (logs stay readable)
