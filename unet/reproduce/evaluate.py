@@ -236,8 +236,7 @@ def choose_postprocessing(checkpoint, pairs, out_dir, *, kind: str, tile_size=No
             sel = {**ws, f"{on}_rand_error": {k: v for k, v in scores.items() if not k.startswith("cell/")},
                    f"{on}_warping_error": cells}
         if variant == "plain":
-            out[key] = {**{k: v for k, v in sel.items() if not k.startswith(on)}, "chosen_on": on, "images": names,
-                        **{k: v for k, v in sel.items() if k.startswith(on)}}
+            out[key] = {**sel, "chosen_on": on, "images": names}
         else:
             out[key][variant] = sel
     return out

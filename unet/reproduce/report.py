@@ -225,11 +225,8 @@ def _postprocessing_lines(report: dict) -> list[str]:
                       "\"SEG, watershed\" uses a seeded watershed (`unet.inference.cell_instances`) whose seed "
                       "threshold was chosen in each fold on its training frames (where marked: on validation frames "
                       "carved from them), never on its test frames: " + "; ".join(seeds) + "."]
-    closed = [f"{name} {fold}: seed threshold {r['metrics']['watershed_selection']['seed_threshold']:g}, "
-              f"min. seed {r['metrics']['watershed_selection']['min_seed_size']} px"
-              + (f", min. cell {r['metrics']['watershed_selection']['min_cell_size']} px"
-                 if "min_cell_size" in r["metrics"]["watershed_selection"] else "") + _chosen_on(r, "watershed_selection")
-              + _chosen_on(r, "watershed_selection", "tta")
+    closed = [f"{name} {fold}: {_parameters_text(r['metrics']['watershed_selection'])}"
+              + _chosen_on(r, "watershed_selection") + _chosen_on(r, "watershed_selection", "tta")
               for name, fold, r in folds if "watershed_selection" in r["metrics"]]
     if closed:
         lines += ["", "\"Gaps closed\" (beyond the paper) scores the same maps after a seeded watershed of the cell "
@@ -263,10 +260,15 @@ def _chosen_on(fold_result: dict, key: str, variant: str = "plain") -> str:
     sel = top.get(variant)
     if not isinstance(sel, dict):
         return ""
-    params = (f"{sel['threshold']:g}" if "threshold" in sel else
-              f"seed threshold {sel['seed_threshold']:g}, min. seed {sel['min_seed_size']} px"
-              + (f", min. cell {sel['min_cell_size']} px" if "min_cell_size" in sel else ""))
-    return f", on {variant.upper()} maps {params} ({_validation_scores(sel)})"
+    return f", on {variant.upper()} maps {_parameters_text(sel)} ({_validation_scores(sel)})"
+
+
+def _parameters_text(sel: dict) -> str:
+    """The chosen parameters: the watershed's seed threshold, or the gap closing's seeds and smallest cell."""
+    if "threshold" in sel:
+        return f"{sel['threshold']:g}"
+    return (f"seed threshold {sel['seed_threshold']:g}, min. seed {sel['min_seed_size']} px"
+            + (f", min. cell {sel['min_cell_size']} px" if "min_cell_size" in sel else ""))
 
 
 def _validation_scores(sel: dict) -> str:
