@@ -169,6 +169,29 @@ def test_seg_of_a_probability_map_components_or_seeded_watershed(tmp_path, capsy
     assert "--seed-threshold" in capsys.readouterr().err
 
 
+def test_threshold_sets_the_foreground_of_a_probability_map_for_seg_and_iou(tmp_path, capsys):
+    gt = np.zeros((20, 40), np.uint16)
+    gt[2:18, 2:20], gt[2:18, 20:38] = 1, 2
+    prob = np.where(gt > 0, 0.97, 0.02).astype(np.float32)
+    prob[2:18, 19:21] = 0.02  # a clear border, two pixels wide, that the ground truth gives to the cells
+    for rows in (2, 17):  # each cell's first and last row: below 0.5, above 0.4 (the border stays clear)
+        prob[rows, 2:19] = prob[rows, 21:38] = 0.45
+    pred_path, gt_path = _write_pair(tmp_path, gt, prob)
+    out = tmp_path / "seg.json"
+
+    def scores(*extra):
+        argv = ["evaluate", pred_path, gt_path, "--metric", "seg,iou", "--json", str(out), "--overwrite", *extra]
+        assert main(argv) == 0
+        return json.loads(out.read_text())["images"][0]
+
+    paper, grown = scores(), scores("--threshold", "0.4")
+    assert paper["seg"] == pytest.approx(14 * 17 / (16 * 18))  # rows 3-16, columns 2-18 / 21-37 of each cell
+    assert grown["seg"] == pytest.approx(16 * 17 / (16 * 18)) and grown["iou"] > paper["iou"]
+    assert "within > 0.4" in (scores("--threshold", "0.4", "--seed-threshold", "0.9") and capsys.readouterr().out)
+    assert main(["evaluate", pred_path, gt_path, "--threshold", "1.5"]) == 2
+    assert "--threshold must lie in [0, 1)" in capsys.readouterr().err
+
+
 def _numbered_folders(tmp_path, pred_names, gt_names):
     """Ground truth ``k`` is a vertical membrane at column ``k``; its prediction is the same image as float."""
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"

@@ -10,6 +10,7 @@ from unet.data import ImagePair
 from unet.errors import UserError
 from unet.reproduce import (
     check_no_leak,
+    choose_cell_watershed,
     choose_seed_threshold,
     check_targets,
     contiguous_folds,
@@ -149,6 +150,23 @@ def test_watershed_seg_divides_weak_borders_and_its_seed_is_chosen_on_training_i
     # seeds at 0.6 or 0.7 join the two cores through the border; 0.8 and up separate them
     best, scores = choose_seed_threshold([prob], [gt], grid=(0.6, 0.7, 0.8, 0.9))
     assert best == 0.8 and scores[0.6] == pytest.approx(0.5) and scores[0.8] == scores[0.9] > 0.9
+
+
+def test_watershed_foreground_is_chosen_after_the_seeds_and_ties_keep_the_papers():
+    gt = np.zeros((20, 40), np.int32)
+    gt[2:18, 2:20] = 1
+    gt[2:18, 20:38] = 2
+    prob = np.where(gt > 0, 0.97, 0.02)
+    prob[2:18, 19:21] = 0.75  # a weak border that only seeds above 0.8 divide
+    assert choose_cell_watershed([prob], [gt], seed_grid=(0.7, 0.9))[0] == {"threshold": 0.9, "foreground_threshold": 0.5}
+    rim = prob.copy()
+    rim[[2, 17], 2:38] = 0.35  # each cell's first and last row, which the network half-called background
+    best, scores = choose_cell_watershed([rim], [gt], seed_grid=(0.7, 0.9), foreground_grid=(0.5, 0.4, 0.3))
+    assert best == {"threshold": 0.9, "foreground_threshold": 0.3}
+    assert scores["foreground"][0.5] == scores["foreground"][0.4] < scores["foreground"][0.3]
+    m = fold_metrics("seg", [rim], [gt], seed_threshold=0.9, foreground_threshold=0.3)
+    assert m["seg_watershed"] == pytest.approx(scores["foreground"][0.3]) and m["foreground_threshold"] == 0.3
+    assert m["seg"] == fold_metrics("seg", [rim], [gt], seed_threshold=0.9)["seg"]  # the paper's cells: > 0.5
 
 
 # ---------------------------------------------------------------------- targets, report

@@ -10,7 +10,7 @@ import tifffile
 import yaml
 
 from unet.cli import main
-from unet.reproduce.evaluate import SEED_GRID
+from unet.reproduce.evaluate import FOREGROUND_GRID, SEED_GRID
 
 CROP = (slice(40, 136), slice(40, 136))  # of the shipped 256 x 256 crops
 
@@ -52,8 +52,13 @@ def test_seed_threshold_is_chosen_on_the_training_frames_only(finished):
     sel = res["metrics"]["seed_selection"]
     assert sel["threshold"] in SEED_GRID and set(map(float, sel["train_seg_watershed"])) == set(SEED_GRID)
     assert sel["train_seg_watershed"][str(sel["threshold"])] == max(sel["train_seg_watershed"].values())
+    # then the foreground, with those seeds; its 0.5 is the seeds' own score
+    fg = sel["train_seg_foreground"]
+    assert set(map(float, fg)) == set(FOREGROUND_GRID) and fg[str(sel["foreground_threshold"])] == max(fg.values())
+    assert fg["0.5"] == sel["train_seg_watershed"][str(sel["threshold"])]
     plain = res["metrics"]["plain"]
     assert plain["seed_threshold"] == sel["threshold"] and 0 <= plain["seg_watershed"] <= 1
+    assert plain["foreground_threshold"] == sel["foreground_threshold"]
     # the frames it was chosen on are the training sequence's, the scored ones the test sequence's
     assert sorted(p.name for p in (finished["fold"] / "predictions/train").iterdir()) == ["01_t002.tif", "01_t021.tif"]
     assert sorted(p.name for p in (finished["fold"] / "predictions/plain").iterdir()) == ["02_t006.tif", "02_t014.tif"]

@@ -19,10 +19,10 @@ holds instance labels, else ``isbi``):
   instance labels.  PRED: instance labels; a binary mask is split into its
   face-connected components (4-connected in 2-D), frame by frame; a
   probability map (floating point) into the cells of
-  :func:`unet.inference.cell_instances`: components of ``> 0.5``, or with
-  ``--seed-threshold T`` a seeded watershed, frame by frame.
+  :func:`unet.inference.cell_instances`: components of ``> 0.5`` (``--threshold``), or with
+  ``--seed-threshold T`` a seeded watershed within it, frame by frame.
 * ``iou``: foreground intersection over union (:func:`unet.metrics.iou`);
-  probability maps are thresholded at 0.5.
+  probability maps are thresholded at 0.5 (``--threshold``).
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def register(sub):
     p.add_argument("--seed-threshold", type=float, default=None, metavar="T",
                    help="seg of a probability map: cells by seeded watershed from the cores > T "
                         "(default: connected components of > 0.5)")
+    p.add_argument("--threshold", type=float, default=0.5, metavar="F",
+                   help="foreground of a probability map = probability > F, for seg (the cells, or the watershed's "
+                        "extent) and iou (default: 0.5, the paper's; unet reproduce reports the watershed's choice)")
     p.add_argument("--pred-kind", choices=["auto", "prob", "labels"], default="auto",
                    help="what the predictions are: auto (floating point or tagged by unet predict as prob = "
                         "probability map, two values = mask, else instance labels), prob (also 8-bit 0..255) "
@@ -254,7 +257,8 @@ def _is_binary(arr) -> bool:
 
 
 def score_pair(pred_arr, gt_arr, metrics, pred_path: Path, gt_path: Path, *,
-               seed_threshold: float | None = None, pred_kind: str | None = None) -> tuple[dict, list[str]]:
+               seed_threshold: float | None = None, threshold: float = 0.5,
+               pred_kind: str | None = None) -> tuple[dict, list[str]]:
     """Compute the requested metrics for one (prediction, ground truth) pair with :mod:`unet.scoring`.
 
     ``pred_kind`` (``"prob"``, ``"mask"``, ``"labels"`` or None) is what the
@@ -276,17 +280,17 @@ def score_pair(pred_arr, gt_arr, metrics, pred_path: Path, gt_path: Path, *,
         if "isbi" in metrics:
             values.update(S.isbi_scores([proposal_in_unit_range(pred_arr, pred_path)], [gt_arr]))
         if "seg" in metrics:
-            predicted = _pred_instances(pred_arr, pred_path, pred_kind, seed_threshold, notes)
+            predicted = _pred_instances(pred_arr, pred_path, pred_kind, seed_threshold, notes, threshold=threshold)
             values["seg"] = S.seg([gt_arr], [predicted])
         if "iou" in metrics:
-            values.update(S.overlap_scores([gt_arr], [_pred_foreground(pred_arr, pred_path, pred_kind)],
+            values.update(S.overlap_scores([gt_arr], [_pred_foreground(pred_arr, pred_path, pred_kind, threshold)],
                                            names=("iou",)))
     except MetricInputError as err:
         raise UserError(f"{pred_path} vs {gt_path}: {err}") from err
     return values, notes
 
 
-def _pred_instances(pred, path: Path, pred_kind, seed_threshold, notes: list):
+def _pred_instances(pred, path: Path, pred_kind, seed_threshold, notes: list, *, threshold: float = 0.5):
     """The objects of a prediction for ``seg``: cells of a probability map, components of a mask, or its labels."""
     import numpy as np
     from scipy import ndimage
@@ -297,10 +301,12 @@ def _pred_instances(pred, path: Path, pred_kind, seed_threshold, notes: list):
     if kind == "prob":
         prob = proposal_in_unit_range(pred, path)
         try:
-            cells = S.instances(prob.reshape(-1, *prob.shape[-2:]), seed_threshold=seed_threshold)
+            cells = S.instances(prob.reshape(-1, *prob.shape[-2:]), threshold=threshold,
+                                seed_threshold=seed_threshold)
         except ValueError as err:
             raise UserError(f"--seed-threshold: {err}") from err
-        how = "components of > 0.5" if seed_threshold is None else f"seeded watershed from cores > {seed_threshold:g}"
+        how = (f"components of > {threshold:g}" if seed_threshold is None
+               else f"seeded watershed from cores > {seed_threshold:g} within > {threshold:g}")
         notes.append(f"{path.name}: probability map, cells = {how}")
         return np.stack(cells).reshape(prob.shape)
     if kind == "mask":
@@ -315,13 +321,14 @@ def _pred_instances(pred, path: Path, pred_kind, seed_threshold, notes: list):
     return pred
 
 
-def _pred_foreground(pred, path: Path, pred_kind):
-    """The foreground of a prediction for ``iou``: a probability map as it is (> 0.5 counts), else nonzero."""
+def _pred_foreground(pred, path: Path, pred_kind, threshold: float = 0.5):
+    """The foreground of a prediction for ``iou``: a probability map's pixels > ``threshold``, else nonzero."""
     import numpy as np
 
     if prediction_kind(pred, pred_kind) == "prob" or (pred.dtype == np.uint8 and pred_kind is None
                                                       and not _is_binary(pred)):
-        return proposal_in_unit_range(pred, path)
+        prob = proposal_in_unit_range(pred, path)
+        return prob if threshold == 0.5 else prob > threshold  # as it is, the metric's own > 0.5
     return pred != 0  # mask or instance labels
 
 
@@ -377,6 +384,8 @@ def run(args) -> int:
     from unet.inference.files import read_output_tag
     from unet.io import write_text_atomic
 
+    if not 0 <= args.threshold < 1:
+        raise UserError(f"--threshold must lie in [0, 1), got {args.threshold}")
     for out in (args.json, args.csv):
         if out and Path(out).exists() and not args.overwrite:
             raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
@@ -391,7 +400,8 @@ def run(args) -> int:
         pred_arr = _load(pred_path, pred_slice, cache)
         kind = args.pred_kind if args.pred_kind != "auto" else read_output_tag(pred_path)
         values, pair_notes = score_pair(pred_arr, gt_arr, metrics, pred_path, gt_path,
-                                        seed_threshold=args.seed_threshold, pred_kind=kind)
+                                        seed_threshold=args.seed_threshold, threshold=args.threshold,
+                                        pred_kind=kind)
         notes.extend(pair_notes)
         rows.append({"name": name, "pred": str(pred_path), "gt": str(gt_path), **values})
     columns = _table_columns(metrics)

@@ -24,7 +24,7 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "experiment": ["EXPERIMENT_DIR", "Experiment", "Run", "list_experiments", "load_experiment"],
     "folds": ["Fold", "check_no_leak", "contiguous_folds", "resolve_folds"],
-    "evaluate": ["evaluate_fold", "fold_metrics", "choose_seed_threshold", "choose_membrane_watershed",
+    "evaluate": ["evaluate_fold", "fold_metrics", "choose_seed_threshold", "choose_cell_watershed", "choose_membrane_watershed",
                  "choose_postprocessing"],
     "report": ["check_targets", "render_markdown", "summarize", "write_report"],
     "runner": ["run_experiment"],

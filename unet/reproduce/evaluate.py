@@ -23,6 +23,12 @@ from unet.reproduce.experiment import METRICS, WATERSHED_SUFFIX
 
 #: seed thresholds tried on a fold's training images (:func:`choose_seed_threshold`)
 SEED_GRID = (0.6, 0.7, 0.8, 0.9, 0.95)
+#: foreground thresholds of the seeded watershed, tried with the chosen seeds (:func:`choose_cell_watershed`).
+#: 0.5 first, the paper's cells (ties keep it); lower ones grow each cell towards its border, which the
+#: border-weighted loss (eq. 2) pushes the network to call background (session 12: on the committed
+#: checkpoints' own training frames, 0.3-0.4 scored SEG 0.01-0.02 above 0.5; 0.2 and 0.1 were added when 0.3,
+#: then the grid's edge, won on the validation frames of both DIC-HeLa folds, before any held-out score of it)
+FOREGROUND_GRID = (0.5, 0.4, 0.3, 0.2, 0.1)
 
 
 def choose_seed_threshold(probs, labels, *, grid=SEED_GRID, min_size: int = 0) -> tuple[float, dict]:
@@ -34,6 +40,38 @@ def choose_seed_threshold(probs, labels, *, grid=SEED_GRID, min_size: int = 0) -
     labels = [np.asarray(g) for g in labels]
     scores = {float(t): S.seg(labels, S.instances(probs, seed_threshold=t, min_size=min_size)) for t in grid}
     return max(scores, key=lambda t: (scores[t], -list(scores).index(t))), scores
+
+
+def choose_cell_watershed(probs, labels, *, seed_grid=SEED_GRID, foreground_grid=FOREGROUND_GRID,
+                          min_size: int = 0) -> tuple[dict, dict]:
+    """Seed and foreground thresholds of the seeded watershed (:func:`unet.inference.cell_instances`).
+
+    The seeds first, with the paper's foreground (probability > 0.5): they
+    decide which cells are divided (:func:`choose_seed_threshold`); then, with
+    those seeds, the foreground threshold, which decides how far each cell
+    reaches. Both by SEG on these images (training or validation images, never
+    held-out ones); ties go to the first tried.
+
+    Returns
+    -------
+    best : dict
+        ``{"threshold": seed threshold, "foreground_threshold": f}``.
+    scores : dict
+        ``{"seeds": {t: SEG}, "foreground": {f: SEG}}``.
+    """
+    labels = [np.asarray(g) for g in labels]
+    seed, seeds = choose_seed_threshold(probs, labels, grid=seed_grid, min_size=min_size)
+    fg = {float(f): S.seg(labels, S.instances(probs, threshold=f, seed_threshold=seed, min_size=min_size))
+          for f in foreground_grid}
+    best = max(fg, key=lambda f: (fg[f], -list(fg).index(f)))
+    return {"threshold": seed, "foreground_threshold": best}, {"seeds": seeds, "foreground": fg}
+
+
+def _seed_record(probs, labels, on: str, min_size: int) -> dict:
+    """A seeded-watershed choice as reports store it: the parameters and every score behind them."""
+    chosen, scores = choose_cell_watershed(probs, labels, min_size=min_size)
+    return {**chosen, f"{on}_seg_watershed": {str(t): v for t, v in scores["seeds"].items()},
+            f"{on}_seg_foreground": {str(f): v for f, v in scores["foreground"].items()}}
 
 
 def choose_membrane_watershed(probs, labels, *, seed_grid=None, min_seed_grid=None,
@@ -123,7 +161,7 @@ def prediction_path(out_dir, variant: str, name: str) -> Path:
 
 
 def fold_metrics(kind: str, probs, labels, *, min_size: int = 0, seed_threshold: float | None = None,
-                 membrane_watershed: dict | None = None) -> dict:
+                 foreground_threshold: float = 0.5, membrane_watershed: dict | None = None) -> dict:
     """Challenge measures of one held-out fold.
 
     Parameters
@@ -146,6 +184,9 @@ def fold_metrics(kind: str, probs, labels, *, min_size: int = 0, seed_threshold:
         ``seg_watershed`` (default :data:`unet.inference.labels.SEED_THRESHOLD`);
         ``seg`` uses the paper's instances, the connected components of
         ``prob > 0.5`` (:func:`unet.inference.cell_instances`).
+    foreground_threshold : float
+        ``"seg"``: the watershed's cells are ``prob >`` this (chosen with the
+        seeds, :func:`choose_cell_watershed`); ``seg`` keeps the paper's 0.5.
     membrane_watershed : dict, optional
         ``"isbi"``: parameters of :func:`unet.inference.membrane_watershed`
         (chosen on training images); adds the three errors of the
@@ -158,9 +199,11 @@ def fold_metrics(kind: str, probs, labels, *, min_size: int = 0, seed_threshold:
         return _isbi_fold(probs, labels, membrane_watershed)
     if kind == "seg":
         seed = SEED_THRESHOLD if seed_threshold is None else float(seed_threshold)
+        fg = float(foreground_threshold)
         return {"seg": S.seg(labels, S.instances(probs, min_size=min_size)),
-                "seg_watershed": S.seg(labels, S.instances(probs, seed_threshold=seed, min_size=min_size)),
-                "seed_threshold": seed}
+                "seg_watershed": S.seg(labels, S.instances(probs, threshold=fg, seed_threshold=seed,
+                                                           min_size=min_size)),
+                "seed_threshold": seed, "foreground_threshold": fg}
     raise ValueError(f"unknown evaluation kind {kind!r}")
 
 
@@ -180,7 +223,7 @@ def _isbi_fold(probs, labels, watershed: dict | None) -> dict:
 def postprocessing_grid(kind: str, *, membrane_watershed: bool = False) -> dict:
     """The values :func:`choose_postprocessing` tries (stored with a choice: another grid is another choice)."""
     if kind == "seg":
-        return {"seed_threshold": list(SEED_GRID)}
+        return {"seed_threshold": list(SEED_GRID), "foreground_threshold": list(FOREGROUND_GRID)}
     if kind == "isbi" and membrane_watershed:
         return {"seed_threshold": list(MEMBRANE_SEED_GRID), "min_seed_size": list(MEMBRANE_MIN_SEED_GRID),
                 "min_cell_size": list(MEMBRANE_MIN_CELL_GRID)}
@@ -204,8 +247,9 @@ def choose_postprocessing(checkpoint, pairs, out_dir, *, kind: str, tile_size=No
     Returns
     -------
     dict
-        ``kind="seg"``: ``{"seed_selection": {"threshold", "chosen_on", "images",
-        "<on>_seg_watershed": {t: SEG}}}``; ``kind="isbi"`` with
+        ``kind="seg"``: ``{"seed_selection": {"threshold", "foreground_threshold",
+        "chosen_on", "images", "<on>_seg_watershed": {t: SEG}, "<on>_seg_foreground":
+        {f: SEG}}}`` (:func:`choose_cell_watershed`); ``kind="isbi"`` with
         ``membrane_watershed``: ``{"watershed_selection": {"seed_threshold",
         "min_seed_size", "min_cell_size", "chosen_on", "images",
         "<on>_rand_error": {"t/m": error}, "<on>_warping_error": {k: error}}}``
@@ -228,8 +272,7 @@ def choose_postprocessing(checkpoint, pairs, out_dir, *, kind: str, tile_size=No
         probs = _predict_saved(model, samples, out_dir, folder, tta=variant == "tta", tile_size=tile_size,
                                device=device, progress=False)
         if kind == "seg":
-            seed, scores = choose_seed_threshold(probs, labels, min_size=min_size)
-            sel = {"threshold": seed, f"{on}_seg_watershed": {str(t): v for t, v in scores.items()}}
+            sel = _seed_record(probs, labels, on, min_size)
         else:
             ws, scores = choose_membrane_watershed(probs, labels, min_cell_grid=MEMBRANE_MIN_CELL_GRID)
             cells = {k.split("/")[1]: v for k, v in scores.items() if k.startswith("cell/")}
@@ -243,7 +286,7 @@ def choose_postprocessing(checkpoint, pairs, out_dir, *, kind: str, tile_size=No
 
 
 #: the keys of a post-processing choice that are parameters (the rest are its record)
-_PARAMETERS = ("threshold", "seed_threshold", "min_seed_size", "min_cell_size")
+_PARAMETERS = ("threshold", "foreground_threshold", "seed_threshold", "min_seed_size", "min_cell_size")
 
 
 def _parameters_for(selection: dict | None, variant: str) -> dict | None:
@@ -275,9 +318,9 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
     tile_size : int, optional
         Output tile of the overlap-tile prediction (default: from the memory budget).
     train_pairs : list of ImagePair, optional
-        ``kind="seg"``: the fold's training images. The seed threshold of the
-        seeded watershed is chosen on them (:func:`choose_seed_threshold`,
-        plain predictions) and then applied to the held-out images, so it is
+        ``kind="seg"``: the fold's training images. The seed and foreground
+        thresholds of the seeded watershed are chosen on them
+        (:func:`choose_cell_watershed`, plain predictions) and then applied to the held-out images, so it is
         never tuned on the test fold.  ``kind="isbi"`` with
         ``membrane_watershed``: the parameters of the gap-closing
         post-processing are chosen on them the same way
@@ -294,7 +337,8 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
     -------
     dict
         ``{variant: {metric: value}}``; with ``train_pairs`` also
-        ``{"seed_selection": {"threshold": t, "train_seg_watershed": {t: SEG}}}``.
+        ``{"seed_selection": {"threshold": t, "foreground_threshold": f,
+        "train_seg_watershed": {t: SEG}, "train_seg_foreground": {f: SEG}}}``.
     """
     model, norm, device = _load_model(checkpoint, device)
 
@@ -308,10 +352,8 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
         seeds, ws = out.get("seed_selection"), out.get("watershed_selection")
     elif kind == "seg" and train_pairs:
         train = [load_sample(p, normalize=norm) for p in train_pairs]
-        seed, scores = choose_seed_threshold(predict(train, "plain", "train"), [s.labels for s in train],
-                                             min_size=min_size)
-        out["seed_selection"] = seeds = {"threshold": seed,
-                                         "train_seg_watershed": {str(t): v for t, v in scores.items()}}
+        out["seed_selection"] = seeds = _seed_record(predict(train, "plain", "train"), [s.labels for s in train],
+                                                     "train", min_size)
     if kind == "isbi" and membrane_watershed and ws is None:
         if not train_pairs:
             raise ValueError("membrane_watershed needs the fold's training images to choose its parameters")
@@ -320,8 +362,9 @@ def evaluate_fold(checkpoint, pairs, out_dir, *, kind: str, variants=("plain",),
         out["watershed_selection"] = ws = {**chosen, "train_rand_error": scores}
     samples = [load_sample(p, normalize=norm) for p in pairs]
     for variant in variants:
-        seed = (_parameters_for(seeds, variant) or {}).get("threshold")
+        cells = _parameters_for(seeds, variant) or {}
         out[variant] = fold_metrics(kind, predict(samples, variant, variant), [s.labels for s in samples],
-                                    min_size=min_size, seed_threshold=seed,
+                                    min_size=min_size, seed_threshold=cells.get("threshold"),
+                                    foreground_threshold=cells.get("foreground_threshold", 0.5),
                                     membrane_watershed=_parameters_for(ws, variant))
     return out

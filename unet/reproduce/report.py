@@ -217,13 +217,14 @@ def _postprocessing_lines(report: dict) -> list[str]:
     """How the post-processing parameters (watershed seeds, gap closing) were chosen, fold by fold."""
     lines = []
     folds = [(run["name"], fold, r) for run in report["runs"] for fold, r in run["folds"].items()]
-    seeds = [f"{name} {fold}: {r['metrics']['seed_selection']['threshold']:g}" + _chosen_on(r, "seed_selection")
+    seeds = [f"{name} {fold}: {_parameters_text(r['metrics']['seed_selection'])}" + _chosen_on(r, "seed_selection")
              + _chosen_on(r, "seed_selection", "tta")
              for name, fold, r in folds if "seed_selection" in r["metrics"]]
     if seeds:
         lines += ["", "SEG uses the paper's instances, the connected components of probability > 0.5; "
                       "\"SEG, watershed\" uses a seeded watershed (`unet.inference.cell_instances`) whose seed "
-                      "threshold was chosen in each fold on its training frames (where marked: on validation frames "
+                      "threshold (and, where given, the foreground threshold that bounds its cells, \"cells > f\") "
+                      "was chosen in each fold on its training frames (where marked: on validation frames "
                       "carved from them), never on its test frames: " + "; ".join(seeds) + "."]
     closed = [f"{name} {fold}: {_parameters_text(r['metrics']['watershed_selection'])}"
               + _chosen_on(r, "watershed_selection") + _chosen_on(r, "watershed_selection", "tta")
@@ -265,8 +266,9 @@ def _chosen_on(fold_result: dict, key: str, variant: str = "plain") -> str:
 
 def _parameters_text(sel: dict) -> str:
     """The chosen parameters: the watershed's seed threshold, or the gap closing's seeds and smallest cell."""
-    if "threshold" in sel:
-        return f"{sel['threshold']:g}"
+    if "threshold" in sel:  # a record from before session 12 chose the seeds only, on cells > 0.5
+        return f"{sel['threshold']:g}" + (f", cells > {sel['foreground_threshold']:g}"
+                                          if "foreground_threshold" in sel else "")
     return (f"seed threshold {sel['seed_threshold']:g}, min. seed {sel['min_seed_size']} px"
             + (f", min. cell {sel['min_cell_size']} px" if "min_cell_size" in sel else ""))
 
@@ -281,8 +283,11 @@ def _validation_scores(sel: dict) -> str:
         cells = (f"; warping error {warping[str(sel['min_cell_size'])]:.6f}, keeping every cell {warping['0']:.6f}"
                  if "min_cell_size" in sel and "0" in warping else "")
         return f"Rand error {best}{none}{cells}"
-    # the seeded watershed of cell instances: SEG, keyed by threshold
-    return f"SEG {sel['validation_seg_watershed'][str(sel['threshold'])]:.3f}"
+    # the seeded watershed of cell instances: SEG, keyed by seed threshold, then by foreground threshold
+    seeds = sel["validation_seg_watershed"][str(sel["threshold"])]
+    if "foreground_threshold" not in sel:
+        return f"SEG {seeds:.3f}"
+    return f"SEG {sel['validation_seg_foreground'][str(sel['foreground_threshold'])]:.3f}, cells > 0.5 {seeds:.3f}"
 
 
 def _reading_lines(report: dict) -> list[str]:

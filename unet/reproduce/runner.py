@@ -162,7 +162,7 @@ def _remove_fold(fold_dir: Path) -> None:
 def _has_every_metric(exp: Experiment, metrics: dict, postprocessing: dict | None = None) -> bool:
     """Whether a fold's stored metrics hold every measure the evaluation now reports, post-processed with the
     parameters of ``postprocessing`` (chosen on validation images) if given."""
-    if not set(exp.metrics) <= {m for v in exp.variants for m in metrics.get(v, {})}:
+    if not all(set(exp.metrics) <= set(metrics.get(v, {})) for v in exp.variants):
         return False
     return all(metrics.get(k) == v for k, v in (postprocessing or {}).items())
 
