@@ -101,6 +101,58 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_isbi, tiny_cfg, tmp_
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
 
 
+class _NanGradient(torch.autograd.Function):
+    """The identity, whose gradient is NaN: what the CPU's bfloat16 convolution backward now and then gives."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+def _nan_gradient_at(monkeypatch, bad_calls):
+    import unet.training.trainer as T
+
+    real, calls = T.get_loss("weighted_ce"), {"n": 0}
+
+    def loss(logits, y, w):
+        calls["n"] += 1
+        return real(_NanGradient.apply(logits) if calls["n"] in bad_calls else logits, y, w)
+
+    monkeypatch.setattr(T, "get_loss", lambda name: loss)
+
+
+def test_a_step_with_a_nan_gradient_and_a_finite_loss_is_skipped(tiny_isbi, tiny_cfg, tmp_path, monkeypatch):
+    extra = {"train.steps": 3, "train.checkpoint_every": 2, "train.val_every": 100, "model.unet.dropout": 0.0}
+    Trainer(tiny_cfg(tiny_isbi, **extra), tmp_path / "two", quiet=True, stop_after=2).fit()
+    _nan_gradient_at(monkeypatch, {3})
+    with pytest.warns(UserWarning, match="step 3: gradient NaN or infinite with a finite loss; step skipped"):
+        Trainer(tiny_cfg(tiny_isbi, **extra), tmp_path / "r", quiet=True).fit()
+    two = read_checkpoint(tmp_path / "two/last.pt")
+    done = read_checkpoint(tmp_path / "r/last.pt")
+    assert (two["step"], done["step"]) == (2, 3)
+    params = [k for k in done["state_dict"] if "running_" not in k and "num_batches" not in k]
+    assert params and all(torch.isfinite(done["state_dict"][k]).all() for k in params)
+    # the weights after the skipped step 3 are those of step 2
+    assert all(torch.equal(done["state_dict"][k], two["state_dict"][k]) for k in params)
+
+
+def test_nan_gradients_in_a_row_stop_the_run_as_diverged(tiny_isbi, tiny_cfg, tmp_path, monkeypatch):
+    from unet.training.trainer import MAX_BAD_GRADIENT_STEPS
+
+    cfg = tiny_cfg(tiny_isbi, **{"train.steps": 10, "train.checkpoint_every": 1, "train.val_every": 100})
+    _nan_gradient_at(monkeypatch, set(range(2, 11)))
+    with pytest.raises(TrainingDiverged, match=f"gradient NaN or infinite in {MAX_BAD_GRADIENT_STEPS} steps in a row"), \
+            pytest.warns(UserWarning, match="step skipped"):
+        Trainer(cfg, tmp_path / "r", quiet=True).fit()
+    ckpt = read_checkpoint(tmp_path / "r/last.pt")
+    assert ckpt["step"] == MAX_BAD_GRADIENT_STEPS  # step 1, then the skipped ones before the last
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
 def test_transfer_learning_init_and_freeze(tiny_isbi, tiny_cfg, tmp_path):
     cfg = tiny_cfg(tiny_isbi, **{"train.steps": 2, "train.val_every": 2})
     Trainer(cfg, tmp_path / "src", quiet=True).fit()

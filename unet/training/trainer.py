@@ -41,7 +41,7 @@ from unet.checkpoint import read_checkpoint, save_checkpoint
 from unet.data import Augmentation, class_weights_from, load_sample, training_target
 from unet.data.selection import config_pairs, select_pairs  # noqa: F401  (their home: unet.data.selection)
 from unet.data.tiles import TileDataset, make_loader
-from unet.errors import UserError
+from unet.errors import UserError, warn
 from unet.scoring import metric_name, score_probabilities
 from unet.inference import predict_tiled
 from unet.io import atomic_path
@@ -170,6 +170,17 @@ class _Run:
     metrics: dict = field(default_factory=dict)  # of the latest validation
     t_data: float = 0.0  # seconds waiting for batches
     t_step: float = 0.0  # seconds computing
+    bad_gradients: int = 0  # steps in a row whose gradient was not finite (skipped)
+    skipped_steps: int = 0  # all such steps of this invocation
+
+
+#: a run whose gradient is non-finite this many steps in a row stops as diverged (one is skipped)
+MAX_BAD_GRADIENT_STEPS = 5
+
+
+def _finite_gradients(model: torch.nn.Module) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
 
 
 def _stop_workers(batches) -> None:
@@ -410,13 +421,37 @@ class Trainer:
             self._stop(codes, run.step + 1, loss)
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
+        if run.scaler.is_enabled() or _finite_gradients(run.model):
+            run.scaler.step(run.optimizer)  # float16's scaler skips a non-finite step itself
+            run.scaler.update()
+            run.bad_gradients = 0
+        else:
+            self._skip_step(run, loss)
         run.scheduler.step()
         run.step += 1
         run.t_data += t1 - t0
         run.t_step += time.perf_counter() - t1
         return loss.item()
+
+    def _skip_step(self, run: _Run, loss) -> None:
+        """A finite loss with a non-finite gradient: leave the weights as they are (as float16's GradScaler
+        does), unless it keeps happening.
+
+        PyTorch 2.13's CPU convolution backward in bfloat16 autocast now and then returns NaN in a weight
+        gradient (seen on FCN-8s's 7x7 fc6 over a 2x2 pool5 of a small tile;
+        scripts/probe_bf16_nan_gradient.py); one such step would otherwise turn every weight it touches into NaN.
+        """
+        run.bad_gradients += 1
+        run.skipped_steps += 1
+        step = run.step + 1
+        if run.bad_gradients >= MAX_BAD_GRADIENT_STEPS:
+            raise TrainingDiverged(
+                f"gradient NaN or infinite in {run.bad_gradients} steps in a row up to step {step} (loss "
+                f"{loss.item():.4g}); stopped without saving. {self._last_good()} (lower optim.lr, or train "
+                "without train.amp).")
+        if self.info.is_main:
+            warn(f"{self.out}: step {step}: gradient NaN or infinite with a finite loss; step skipped, weights "
+                 f"unchanged ({run.skipped_steps} skipped so far)")
 
     def _after_step(self, run: _Run, loss: float):
         """Progress, log row, validation (and best.pt), checkpoint, as the step number asks."""
