@@ -107,6 +107,36 @@ def test_shipped_experiments_build_valid_configs_for_every_run_and_profile(name)
         assert n * 4 < 10e6, (run.name, n)
 
 
+def test_a_profile_that_extends_another_takes_its_settings_then_its_own(tmp_path):
+    import yaml
+
+    from unet.reproduce.experiment import ExperimentError
+
+    real = yaml.safe_load((Path(load_experiment("isbi2012").path)).read_text())
+    real["base"] = str(Path(load_experiment("isbi2012").base))
+    real["profiles"]["next"] = {"extends": "cpu", "set": {"train.steps": 7, "train.amp": "bf16"},
+                                "runs": {"fcn8s": {"model.fcn.fc_channels": 64}}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(real, sort_keys=False))
+    exp = load_experiment(str(path))
+    cpu, nxt = exp.profiles["cpu"], exp.profiles["next"]
+    assert nxt["selection"] == cpu["selection"] and nxt["postprocess"] == cpu["postprocess"]
+    assert nxt["description"] == cpu["description"]
+    fold = resolve_folds({"contiguous": 3}, _pairs([f"x{i}" for i in range(6)]))[0]
+    by = {r.name: r for r in exp.runs}
+    a = build_config(exp, by["fcn8s"], profile="cpu", fold=fold)
+    b = build_config(exp, by["fcn8s"], profile="next", fold=fold)
+    assert (a.train.steps, a.train.amp, b.train.steps, b.train.amp) == (3000, "none", 7, "bf16")
+    assert (a.model.fcn.fc_channels, b.model.fcn.fc_channels) == (128, 64)
+    assert b.model.fcn.base_channels == a.model.fcn.base_channels == 16  # the parent's run settings stay
+    assert a.train.tile_size == b.train.tile_size == 380
+    for bad in ("nope", "next"):  # a missing profile; a chain
+        real["profiles"]["again"] = {"extends": bad}
+        path.write_text(yaml.safe_dump(real, sort_keys=False))
+        with pytest.raises(ExperimentError, match="profiles.again.extends"):
+            load_experiment(str(path))
+
+
 def test_user_cannot_override_the_fold_selection():
     exp = load_experiment("isbi2012")
     fold = resolve_folds({"contiguous": 3}, _pairs([f"x{i}" for i in range(6)]))[0]
@@ -231,3 +261,13 @@ def test_phc_u373_without_its_data_stops_with_a_clear_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "phc-u373" in err and "data folder not found" in err and "unet data fetch" in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()  # nothing half-written
+
+
+def test_an_unknown_profile_is_refused_before_any_work(tmp_path, capsys):
+    from unet.cli import main
+
+    assert main(["reproduce", "isbi2012", "--profile", "nope", "--out", str(tmp_path / "out"),
+                 "--runs-dir", str(tmp_path / "runs")]) != 0
+    err = capsys.readouterr().err
+    assert "--profile nope" in err and "cpu, cpu-bf16, paper" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()

@@ -145,8 +145,8 @@ def test_nan_gradients_in_a_row_stop_the_run_as_diverged(tiny_isbi, tiny_cfg, tm
 
     cfg = tiny_cfg(tiny_isbi, **{"train.steps": 10, "train.checkpoint_every": 1, "train.val_every": 100})
     _nan_gradient_at(monkeypatch, set(range(2, 11)))
-    with pytest.raises(TrainingDiverged, match=f"gradient NaN or infinite in {MAX_BAD_GRADIENT_STEPS} steps in a row"), \
-            pytest.warns(UserWarning, match="step skipped"):
+    stopped = f"gradient NaN or infinite in {MAX_BAD_GRADIENT_STEPS} steps in a row"
+    with pytest.raises(TrainingDiverged, match=stopped), pytest.warns(UserWarning, match="step skipped"):
         Trainer(cfg, tmp_path / "r", quiet=True).fit()
     ckpt = read_checkpoint(tmp_path / "r/last.pt")
     assert ckpt["step"] == MAX_BAD_GRADIENT_STEPS  # step 1, then the skipped ones before the last

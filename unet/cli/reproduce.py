@@ -17,10 +17,11 @@ def register(sub):
                     "and the final weights OUT/checkpoints/*.pt. Training folders go to runs/reproduce/.")
     p.add_argument("experiment", nargs="?", help="experiment name (see --list) or YAML file")
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
-    p.add_argument("--profile", default="cpu", choices=("cpu", "paper"),
+    p.add_argument("--profile", default="cpu",
                    help="cpu: small network sized for 2 h on a 2-core CPU (default); paper: the paper-size "
-                        "network and schedule (GPU)")
-    p.add_argument("--out", default=None, help="report folder (default results/NAME, results/NAME-paper)")
+                        "network and schedule (GPU); or another profile of the experiment file (--list shows them)")
+    p.add_argument("--out", default=None,
+                   help="report folder (default results/NAME, or results/NAME-PROFILE for another profile)")
     p.add_argument("--runs-dir", default=None, help="training folders (default runs/reproduce/<out name>)")
     p.add_argument("--folds", default=None, help="only these folds: 1-based indices or names, e.g. 1,2")
     p.add_argument("--runs", default=None, help="only these runs, e.g. unet,fcn8s")

@@ -15,6 +15,7 @@ An experiment file reads as the whole protocol of one table of the paper::
             selection: {runs: [unet], validation: 3, steps: 1000, measure: rand_error,
                         candidates: [{name: bn, set: {...}}, ...]}}   # nested validation, optional
       paper: {description: ..., set: {...}}
+      cpu-bf16: {extends: cpu, set: {...}}   # cpu's settings, then these (set and runs merged)
     paper:                            # the paper's numbers, shown beside ours
       - {name: "u-net (paper, test set)", warping_error: 0.000353, ...}
     targets:                          # what this reproduction must reach
@@ -167,12 +168,43 @@ def load_experiment(name_or_path) -> Experiment:
     ev, runs = _evaluation(path, d["evaluation"]), _runs(path, d["runs"])
     _check_folds(path, d["folds"])
     exp = Experiment(name=str(d.get("name", path.stem)), title=str(d.get("title", path.stem)), path=path, base=base,
-                     folds=d["folds"], evaluation=ev, runs=runs, profiles=dict(d["profiles"]),
+                     folds=d["folds"], evaluation=ev, runs=runs, profiles=_extended(path, d["profiles"]),
                      paper=list(d.get("paper") or []), targets=list(d.get("targets") or []),
                      compare=list(d.get("compare") or []), notes=str(d.get("notes") or ""))
     _check_targets(exp)
     _check_profiles(exp)
     return exp
+
+
+def _extended(path: Path, profiles) -> dict:
+    """``profiles:`` with each ``extends: P`` resolved: profile P's settings, then this one's.
+
+    ``set`` and ``runs.RUN`` are merged key by key (this profile's values win); ``description``,
+    ``selection`` and ``postprocess`` are P's unless given.  One level only: P may not extend.
+    """
+    if not isinstance(profiles, dict) or not profiles:
+        raise ExperimentError(f"{path}: profiles must be a non-empty mapping")
+    out = {}
+    for name, prof in profiles.items():
+        if not isinstance(prof, dict) or "extends" not in prof:
+            out[name] = prof
+            continue
+        parent_name = prof["extends"]
+        parent = profiles.get(parent_name)
+        if not isinstance(parent, dict) or "extends" in parent:
+            raise ExperimentError(f"{path}: profiles.{name}.extends: {parent_name!r} must name another profile "
+                                  f"that extends none (profiles: {', '.join(profiles)})")
+        own = {k: v for k, v in prof.items() if k != "extends"}
+        merged = dict(parent, **{k: v for k, v in own.items() if k not in ("set", "runs")})
+        merged["set"] = {**(parent.get("set") or {}), **(own.get("set") or {})}
+        runs = {r: dict(v or {}) for r, v in (parent.get("runs") or {}).items()}
+        for r, v in (own.get("runs") or {}).items():
+            runs[r] = {**runs.get(r, {}), **(v or {})}
+        if runs:
+            merged["runs"] = runs
+        merged["extends"] = parent_name
+        out[name] = merged
+    return out
 
 
 def _evaluation(path: Path, evaluation) -> dict:
