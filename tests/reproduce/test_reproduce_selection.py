@@ -217,6 +217,43 @@ def test_a_following_run_takes_the_choice_of_its_lead(tiny_isbi_stack, tmp_path,
     assert "takes, in every fold, the settings chosen for unet" in md and "its own optim.lr=0.02 stays" in md
 
 
+def test_confirmation_trains_the_leaders_again_with_other_seeds_and_chooses_by_their_mean(
+        tiny_isbi_stack, tmp_path, make_tiny_experiment, capsys):
+    cands = SELECTION["candidates"] + [{"name": "bn-lr", "set": {**SELECTION["candidates"][1]["set"],
+                                                                  "optim.lr": 3.0e-3}}]
+    exp = _experiment(tmp_path / "confirm.yaml", tiny_isbi_stack, make_tiny_experiment,
+                      selection={**SELECTION, "candidates": cands, "confirm": {"top": 2, "seeds": [1, 2]}})
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    argv = ["reproduce", str(exp), "--out", str(out), "--runs-dir", str(runs), "--folds", "1", "--quiet"]
+    assert main(argv) == 0
+    sel = json.loads((out / "report.json").read_text())["runs"][0]["selection"]["fold1"]
+    leaders = sorted(sel["candidates"], key=lambda c: (c["score"], [x["name"] for x in cands].index(c["name"])))[:2]
+    names = {c["name"] for c in leaders}
+    assert {(r["name"], r["seed"]) for r in sel["confirmation"]} == {(n, s) for n in names for s in (1, 2)}
+    for r in sel["confirmation"]:
+        cfg = yaml.safe_load((runs / "unet/_search/fold1" / f"{r['name']}@seed{r['seed']}" / "config.yaml").read_text())
+        assert cfg["seed"] == r["seed"] and cfg["train"]["steps"] == 2
+    for c in leaders:
+        scores = [c["score"]] + [r["score"] for r in sel["confirmation"] if r["name"] == c["name"]]
+        assert sel["confirm"]["means"][c["name"]] == pytest.approx(np.mean(scores))
+    assert sel["chosen"] == min(sel["confirm"]["means"], key=lambda n: (sel["confirm"]["means"][n],
+                                                                          [x["name"] for x in cands].index(n)))
+    assert set(sel["confirm"]["means"]) == names
+    assert sel["search_seconds"] == pytest.approx(
+        sum(c["train_seconds"] + c["eval_seconds"] for c in sel["candidates"] + sel["confirmation"]), abs=0.2)
+    md = (out / "report.md").read_text()
+    assert all(f"{n} (seed 2)" in md for n in names) and "best mean over seeds" in md
+
+    # the runs' own seed cannot confirm anything
+    d = yaml.safe_load(exp.read_text())
+    d["profiles"]["cpu"]["selection"]["confirm"]["seeds"] = [0]
+    exp.write_text(yaml.safe_dump(d, sort_keys=False))
+    capsys.readouterr()
+    assert main(["reproduce", str(exp), "--out", str(tmp_path / "other"), "--runs-dir", str(runs), "--folds", "1",
+                 "--quiet", "--resume"]) == 2
+    assert "seed 0 is the runs' own seed" in capsys.readouterr().err
+
+
 def test_carve_validation_takes_training_images_only():
     fold = Fold("f", train=("a", "b", "c", "d", "e"), test=("x", "y"))
     last = carve_validation(fold, 2)
@@ -240,6 +277,10 @@ def test_carve_validation_takes_training_images_only():
     ({"runs": ["resnet"]}, "are not runs"),
     ({"budget": 3}, "unknown key"),
     ({"follow": {"unet": "unet"}}, "follow"),
+    ({"confirm": {"top": 1, "seeds": [1]}}, "confirm"),
+    ({"confirm": {"top": 2, "seeds": []}}, "confirm"),
+    ({"confirm": {"top": 2, "seeds": [1, 1]}}, "confirm"),
+    ({"confirm": {"top": 2}}, "confirm"),
 ])
 def test_bad_selection_is_a_clear_error(tiny_isbi_stack, tmp_path, make_tiny_experiment, change, message):
     exp = _experiment(tmp_path / "bad.yaml", tiny_isbi_stack, make_tiny_experiment, selection={**SELECTION, **change})

@@ -285,7 +285,8 @@ def _check_postprocess(pp, where: str) -> None:
 
 
 #: keys of ``profiles.P.selection`` (nested validation; see :func:`unet.reproduce.runner.select_in_fold`)
-SELECTION_KEYS = {"runs", "validation", "pick", "steps", "measure", "variant", "candidates", "default", "follow"}
+SELECTION_KEYS = {"runs", "validation", "pick", "steps", "measure", "variant", "candidates", "default", "follow",
+                  "confirm"}
 
 
 def _check_selection(exp: Experiment, sel, where: str) -> None:
@@ -321,6 +322,16 @@ def _check_selection(exp: Experiment, sel, where: str) -> None:
         bad = {"data.train", "data.val"} & set(c.get("set") or {})
         if bad:
             raise ExperimentError(f"{where}.candidates.{c['name']}: may not set {', '.join(sorted(bad))}")
+    confirm = sel.get("confirm")
+    if confirm is not None:
+        def whole(v, low):
+            return isinstance(v, int) and not isinstance(v, bool) and v >= low
+        seeds = confirm.get("seeds") if isinstance(confirm, dict) else None
+        if not isinstance(confirm, dict) or set(confirm) != {"top", "seeds"} or not whole(confirm["top"], 2) \
+                or not isinstance(seeds, list) or not seeds or not all(whole(s, 0) for s in seeds) \
+                or len(set(seeds)) != len(seeds):
+            raise ExperimentError(f"{where}.confirm: {{top: K, seeds: [S, ...]}}, the K >= 2 best candidates "
+                                  "trained again with each of these distinct seeds (integers >= 0)")
     if sel.get("default") is not None and str(sel["default"]) not in cnames:
         raise ExperimentError(f"{where}.default must name a candidate ({', '.join(cnames)})")
     follow = sel.get("follow") or {}

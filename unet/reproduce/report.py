@@ -390,11 +390,20 @@ def _selection_lines(report: dict) -> list[str]:
                   "| fold | validation images | candidate | settings | validation score | search time | |",
                   "|---|---|---|---|---|---|---|"]
         for fold, s in sel.items():
-            for c in s["candidates"]:
+            means = (s.get("confirm") or {}).get("means", {})
+            for c in s["candidates"] + s.get("confirmation", []):
                 ov = ", ".join(f"{k}={v}" for k, v in c["set"].items()) or "(the run's settings)"
-                mark = "**chosen**" if c["name"] == s["chosen"] else ""
-                lines.append(f"| {fold} | {', '.join(s['validation'])} | {c['name']} | {ov} | {_fmt(c['score'], m)} "
-                             f"| {_hms(c['train_seconds'] + c['eval_seconds'])} | {mark} |")
+                rerun = "seed" in c
+                marks = [] if rerun or c["name"] not in means else [f"mean over seeds {_fmt(means[c['name']], m)}"]
+                marks += ["**chosen**"] * (c["name"] == s["chosen"] and not rerun)
+                name = f"{c['name']} (seed {c['seed']})" if rerun else c["name"]
+                lines.append(f"| {fold} | {', '.join(s['validation'])} | {name} | {ov} | {_fmt(c['score'], m)} "
+                             f"| {_hms(c['train_seconds'] + c['eval_seconds'])} | {'; '.join(marks)} |")
+        confirms = [s["confirm"] for s in sel.values() if s.get("confirm")]
+        if confirms:
+            lines.append(f"The {confirms[0]['top']} best candidates of each fold were trained again with seed(s) "
+                         f"{', '.join(map(str, confirms[0]['seeds']))} and the choice is the best mean over seeds "
+                         "(one short training ranks candidates with the noise of its seed).")
         lines.append("")
     return ["## Nested selection", ""] + lines if lines else []
 
