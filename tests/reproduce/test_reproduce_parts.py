@@ -114,7 +114,7 @@ def test_a_profile_that_extends_another_takes_its_settings_then_its_own(tmp_path
 
     real = yaml.safe_load((Path(load_experiment("isbi2012").path)).read_text())
     real["base"] = str(Path(load_experiment("isbi2012").base))
-    real["profiles"]["next"] = {"extends": "cpu", "set": {"train.steps": 7, "train.amp": "bf16"},
+    real["profiles"]["next"] = {"extends": "cpu", "set": {"train.steps": 7, "train.amp": "fp16"},
                                 "runs": {"fcn8s": {"model.fcn.fc_channels": 64}}}
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(real, sort_keys=False))
@@ -126,7 +126,7 @@ def test_a_profile_that_extends_another_takes_its_settings_then_its_own(tmp_path
     by = {r.name: r for r in exp.runs}
     a = build_config(exp, by["fcn8s"], profile="cpu", fold=fold)
     b = build_config(exp, by["fcn8s"], profile="next", fold=fold)
-    assert (a.train.steps, a.train.amp, b.train.steps, b.train.amp) == (3000, "none", 7, "bf16")
+    assert (a.train.steps, a.train.amp, b.train.steps, b.train.amp) == (5000, "bf16", 7, "fp16")
     assert (a.model.fcn.fc_channels, b.model.fcn.fc_channels) == (128, 64)
     assert b.model.fcn.base_channels == a.model.fcn.base_channels == 16  # the parent's run settings stay
     assert a.train.tile_size == b.train.tile_size == 380
@@ -269,5 +269,5 @@ def test_an_unknown_profile_is_refused_before_any_work(tmp_path, capsys):
     assert main(["reproduce", "isbi2012", "--profile", "nope", "--out", str(tmp_path / "out"),
                  "--runs-dir", str(tmp_path / "runs")]) != 0
     err = capsys.readouterr().err
-    assert "--profile nope" in err and "cpu, cpu-bf16, paper" in err
+    assert "--profile nope" in err and "cpu, cpu-float32, paper" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
