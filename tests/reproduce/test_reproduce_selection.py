@@ -244,6 +244,14 @@ def test_confirmation_trains_the_leaders_again_with_other_seeds_and_chooses_by_t
     md = (out / "report.md").read_text()
     assert all(f"{n} (seed 2)" in md for n in names) and "best mean over seeds" in md
 
+    # with the training folders gone, --resume takes the reruns from the report instead of training them
+    import shutil
+    shutil.rmtree(runs / "unet" / "_search")
+    assert main(argv + ["--resume"]) == 0
+    again = json.loads((out / "report.json").read_text())["runs"][0]["selection"]["fold1"]
+    assert all(r["reused"] == "report" for r in again["confirmation"] + again["candidates"])
+    assert again["chosen"] == sel["chosen"] and not (runs / "unet" / "_search").exists()
+
     # the runs' own seed cannot confirm anything
     d = yaml.safe_load(exp.read_text())
     d["profiles"]["cpu"]["selection"]["confirm"]["seeds"] = [0]
