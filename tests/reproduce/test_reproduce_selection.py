@@ -257,9 +257,10 @@ def test_confirmation_trains_the_leaders_again_with_other_seeds_and_chooses_by_t
     d["profiles"]["cpu"]["selection"]["confirm"]["seeds"] = [0]
     exp.write_text(yaml.safe_dump(d, sort_keys=False))
     capsys.readouterr()
-    assert main(["reproduce", str(exp), "--out", str(tmp_path / "other"), "--runs-dir", str(runs), "--folds", "1",
-                 "--quiet", "--resume"]) == 2
+    assert main(["reproduce", str(exp), "--out", str(tmp_path / "other"), "--runs-dir", str(tmp_path / "r2"),
+                 "--folds", "1", "--quiet"]) == 2
     assert "seed 0 is the runs' own seed" in capsys.readouterr().err
+    assert not (tmp_path / "r2" / "unet" / "_search").exists()  # refused before any search training
 
 
 def test_carve_validation_takes_training_images_only():

@@ -239,6 +239,15 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
     ev = dict(exp.evaluation, tta=[variant == "tta"],
               membrane_watershed=bool(exp.evaluation.get("membrane_watershed")) and measure.endswith(WATERSHED_SUFFIX))
     search_exp = dataclasses.replace(exp, evaluation=ev)
+    confirm = sel.get("confirm")
+    if confirm:  # refused before any training: a rerun with the runs' own seed would confirm nothing
+        base_seed = build_config(exp, run, profile=profile, overrides=overrides, fold=search).seed
+        for seed in confirm["seeds"]:
+            got = build_config(exp, run, profile=profile, overrides=overrides, fold=search,
+                               extra_set={"seed": int(seed)}).seed
+            if int(seed) == int(base_seed) or int(got) != int(seed):
+                raise UserError(f"{exp.path}: selection.confirm.seeds: seed {seed} is the runs' own seed (or a "
+                                "--set seed=... replaces it); a confirmation needs other seeds")
 
     def score(cand: dict, seed: int | None, listed: str) -> dict:
         """Train and score one candidate (with another ``seed`` for the confirmation), or take it from the report."""
@@ -248,9 +257,6 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
         if seed is not None:
             extra["seed"] = int(seed)
         cfg = build_config(exp, run, profile=profile, overrides=overrides, fold=search, extra_set=extra)
-        if seed is not None and (int(seed) == base_seed or int(cfg.seed) != int(seed)):
-            raise UserError(f"{exp.path}: selection.confirm.seeds: seed {seed} is the runs' own seed (or a --set "
-                            "seed=... replaces it); a confirmation needs other seeds")
         _check_selection(cfg, pairs, search)
         folder = name if seed is None else f"{name}@seed{seed}"
         cand_dir = runs_dir / run.name / "_search" / fold.name / folder
@@ -269,7 +275,6 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
         return rec if seed is None else dict(rec, seed=int(seed))
 
     tried = [score(cand, None, "candidates") for cand in sel["candidates"]]
-    base_seed = int(build_config(exp, run, profile=profile, overrides=overrides, fold=search).seed)
     lower = LOWER_IS_BETTER[measure]
     order = [c["name"] for c in tried]
 
@@ -279,7 +284,6 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
     best = min(tried, key=lambda c: rank(c["name"], c["score"]))
     record = {"validation": list(search.test), "search_train": list(search.train), "measure": measure,
               "variant": variant, "candidates": tried}
-    confirm = sel.get("confirm")
     if confirm:
         # A single short training per candidate ranks them with the noise of one seed: on DIC-HeLa two
         # candidates came out 0.0004 SEG apart.  The leaders are trained again with other seeds and the
