@@ -243,6 +243,10 @@ def test_confirmation_trains_the_leaders_again_with_other_seeds_and_chooses_by_t
         sum(c["train_seconds"] + c["eval_seconds"] for c in sel["candidates"] + sel["confirmation"]), abs=0.2)
     md = (out / "report.md").read_text()
     assert all(f"{n} (seed 2)" in md for n in names) and "best mean over seeds" in md
+    # the sentence stands apart from the selection table (a line right after a table renders as its row)
+    lines = md.splitlines()
+    said = next(i for i, line in enumerate(lines) if "best mean over seeds" in line)
+    assert lines[said - 1] == "" and lines[said - 2].startswith("|")
 
     # with the training folders gone, --resume takes the reruns from the report instead of training them
     import shutil

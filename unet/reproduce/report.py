@@ -401,9 +401,10 @@ def _selection_lines(report: dict) -> list[str]:
                              f"| {_hms(c['train_seconds'] + c['eval_seconds'])} | {'; '.join(marks)} |")
         confirms = [s["confirm"] for s in sel.values() if s.get("confirm")]
         if confirms:
-            lines.append(f"The {confirms[0]['top']} best candidates of each fold were trained again with seed(s) "
+            # a blank line first: a line right after a Markdown table would render as one of its rows
+            lines += ["", f"The {confirms[0]['top']} best candidates of each fold were trained again with seed(s) "
                          f"{', '.join(map(str, confirms[0]['seeds']))} and the choice is the best mean over seeds "
-                         "(one short training ranks candidates with the noise of its seed).")
+                         "(one short training ranks candidates with the noise of its seed)."]
         lines.append("")
     return ["## Nested selection", ""] + lines if lines else []
 
