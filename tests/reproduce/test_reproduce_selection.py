@@ -256,6 +256,22 @@ def test_confirmation_trains_the_leaders_again_with_other_seeds_and_chooses_by_t
     assert all(r["reused"] == "report" for r in again["confirmation"] + again["candidates"])
     assert again["chosen"] == sel["chosen"] and not (runs / "unet" / "_search").exists()
 
+    # a candidate added later that ties the best (the same settings, listed last) pushes the second leader out
+    # of the top 2: its reruns were tried, so they stay in the record and the search cost, outside the means
+    first, second = (c["name"] for c in leaders)
+    d = yaml.safe_load(exp.read_text())
+    d["profiles"]["cpu"]["selection"]["candidates"].append({"name": "copy", "set": dict(leaders[0]["set"])})
+    exp.write_text(yaml.safe_dump(d, sort_keys=False))
+    assert main(argv + ["--resume"]) == 0
+    later = json.loads((out / "report.json").read_text())["runs"][0]["selection"]["fold1"]
+    assert set(later["confirm"]["means"]) == {first, "copy"}
+    left = [r for r in later["confirmation"] if r.get("left_top")]
+    assert {(r["name"], r["seed"]) for r in left} == {(second, 1), (second, 2)}
+    assert all(r["reused"] == "report" for r in left)  # taken from the report, not trained again
+    assert later["search_seconds"] == pytest.approx(
+        sum(c["train_seconds"] + c["eval_seconds"] for c in later["candidates"] + later["confirmation"]), abs=0.2)
+    assert "no longer among the 2 best: not in the mean" in (out / "report.md").read_text()
+
     # the runs' own seed cannot confirm anything
     d = yaml.safe_load(exp.read_text())
     d["profiles"]["cpu"]["selection"]["confirm"]["seeds"] = [0]

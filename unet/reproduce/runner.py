@@ -297,11 +297,34 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
             means[c["name"]] = sum(scores) / len(scores)
         name = min(means, key=lambda n: rank(n, means[n]))
         best = next(c for c in tried if c["name"] == name)
-        record.update(confirmation=reruns, confirm={"top": int(confirm["top"]),
-                                                    "seeds": [int(s) for s in confirm["seeds"]], "means": means})
+        # A candidate added later can push a leader out of the top K after its reruns were trained: they are
+        # still configurations tried, so they stay in the record (and the search cost), outside the choice.
+        former = [dict(score(by_cand[c["name"]], s, listed), left_top=True)
+                  for s in confirm["seeds"] for c in tried if c not in top
+                  for listed in [_earlier_rerun(runs_dir / run.name / "_search" / fold.name, previous, search,
+                                                c["name"], int(s), resume=resume and not overwrite)] if listed]
+        record.update(confirmation=reruns + former,
+                      confirm={"top": int(confirm["top"]), "seeds": [int(s) for s in confirm["seeds"]],
+                               "means": means})
     done = tried + record.get("confirmation", [])
     return dict(record, chosen=best["name"], chosen_set=best["set"],
                 search_seconds=round(sum(c["train_seconds"] + c["eval_seconds"] for c in done), 1))
+
+
+def _earlier_rerun(search_dir: Path, previous: dict | None, search: Fold, name: str, seed: int, *,
+                   resume: bool) -> str | None:
+    """Where a finished confirmation rerun of ``name`` with ``seed`` is kept: ``"confirmation"`` when its folder
+    has a result, or its previous report lists it on the same split; None without ``resume``."""
+    if not resume:
+        return None
+    if (search_dir / f"{name}@seed{seed}" / "result.json").exists():
+        return "confirmation"
+    same_split = previous and previous.get("validation") == list(search.test) \
+        and previous.get("search_train") == list(search.train)
+    if same_split and any(r.get("name") == name and r.get("seed") == seed
+                                     for r in previous.get("confirmation", [])):
+        return "confirmation"
+    return None
 
 
 def _reported_candidate(previous: dict | None, search: Fold, name: str, key: str, *,
