@@ -396,7 +396,8 @@ def _selection_lines(report: dict) -> list[str]:
                 rerun = "seed" in c
                 marks = [] if rerun or c["name"] not in means else [f"mean over seeds {_fmt(means[c['name']], m)}"]
                 marks += ["**chosen**"] * (c["name"] == s["chosen"] and not rerun)
-                marks += [f"no longer among the {s['confirm']['top']} best: not in the mean"] * bool(c.get("left_top"))
+                if c.get("left_top"):
+                    marks.append(f"no longer among the {s['confirm']['top']} best: not in the mean")
                 name = f"{c['name']} (seed {c['seed']})" if rerun else c["name"]
                 lines.append(f"| {fold} | {', '.join(s['validation'])} | {name} | {ov} | {_fmt(c['score'], m)} "
                              f"| {_hms(c['train_seconds'] + c['eval_seconds'])} | {'; '.join(marks)} |")
