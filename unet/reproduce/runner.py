@@ -299,10 +299,11 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
         best = next(c for c in tried if c["name"] == name)
         # A candidate added later can push a leader out of the top K after its reruns were trained: they are
         # still configurations tried, so they stay in the record (and the search cost), outside the choice.
-        former = [dict(score(by_cand[c["name"]], s, listed), left_top=True)
-                  for s in confirm["seeds"] for c in tried if c not in top
-                  for listed in [_earlier_rerun(runs_dir / run.name / "_search" / fold.name, previous, search,
-                                                c["name"], int(s), resume=resume and not overwrite)] if listed]
+        search_dir = runs_dir / run.name / "_search" / fold.name
+        former = [dict(score(by_cand[c["name"]], s, "confirmation"), left_top=True)
+                  for s in confirm["seeds"] for c in tried
+                  if c not in top and _has_earlier_rerun(search_dir, previous, search, c["name"], int(s),
+                                                         resume=resume and not overwrite)]
         record.update(confirmation=reruns + former,
                       confirm={"top": int(confirm["top"]), "seeds": [int(s) for s in confirm["seeds"]],
                                "means": means})
@@ -311,20 +312,18 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
                 search_seconds=round(sum(c["train_seconds"] + c["eval_seconds"] for c in done), 1))
 
 
-def _earlier_rerun(search_dir: Path, previous: dict | None, search: Fold, name: str, seed: int, *,
-                   resume: bool) -> str | None:
-    """Where a finished confirmation rerun of ``name`` with ``seed`` is kept: ``"confirmation"`` when its folder
-    has a result, or its previous report lists it on the same split; None without ``resume``."""
+def _has_earlier_rerun(search_dir: Path, previous: dict | None, search: Fold, name: str, seed: int, *,
+                       resume: bool) -> bool:
+    """Whether a finished confirmation rerun of ``name`` with ``seed`` exists: its folder has a result, or the
+    previous report lists it on the same split (never without ``resume``)."""
     if not resume:
-        return None
+        return False
     if (search_dir / f"{name}@seed{seed}" / "result.json").exists():
-        return "confirmation"
-    same_split = previous and previous.get("validation") == list(search.test) \
+        return True
+    same_split = bool(previous) and previous.get("validation") == list(search.test) \
         and previous.get("search_train") == list(search.train)
-    if same_split and any(r.get("name") == name and r.get("seed") == seed
-                                     for r in previous.get("confirmation", [])):
-        return "confirmation"
-    return None
+    return same_split and any(r.get("name") == name and r.get("seed") == seed
+                              for r in previous.get("confirmation", []))
 
 
 def _reported_candidate(previous: dict | None, search: Fold, name: str, key: str, *,
