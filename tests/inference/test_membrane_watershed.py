@@ -89,3 +89,26 @@ def test_small_cell_fragments_are_removed_and_chosen_by_warping_error():
                                                              "min_cell_size": 25}
     # a grid of one value keeps the two-parameter choice
     assert "min_cell_size" not in choose_membrane_watershed([cut], labels, seed_grid=(0.9,), min_seed_grid=(0,))[0]
+
+
+def test_smallest_cell_kept_weighs_the_rand_error_it_costs():
+    """Removing small cell regions fixes splits (warping error) but turns small true cells into membrane
+    (Rand error); the choice minimises the product of the two errors, both recorded per size tried."""
+    from unet.reproduce.evaluate import choose_membrane_watershed
+
+    gt = np.full((64, 64), 255, np.uint8)
+    gt[:, 28:36] = 0  # two large cells, an 8-px membrane ...
+    gt[40:42, :28] = gt[40:52, 8:10] = gt[50:52, :10] = 0  # ... and a true 60-px cell in the left one's corner
+    prob = np.where(gt > 0, 0.97, 0.03).astype(np.float32)
+    prob[4, 0:5] = prob[0:5, 4] = 0.03  # a spurious line cuts a 16-px fragment off the left cell: a split
+    labels = [(gt > 0).astype(np.int32)]
+    best, scores = choose_membrane_watershed([prob], labels, seed_grid=(0.9,), min_seed_grid=(0,),
+                                             min_cell_grid=(0, 25, 100))
+    for k in (0, 25, 100):  # the recorded errors are those of the post-processed map
+        e = isbi_errors(gt, membrane_watershed(prob, seed_threshold=0.9, min_cell_size=k))
+        assert scores[f"cell/{k}"] == pytest.approx(e["warping_error"]) and scores[f"cell_rand/{k}"] == pytest.approx(
+            rand_error(gt, membrane_watershed(prob, seed_threshold=0.9, min_cell_size=k)))
+    # 100 px also removes the true 60-px cell: its Rand error rises above what 25 px gives
+    assert scores["cell_rand/100"] > scores["cell_rand/25"]
+    product = {k: scores[f"cell/{k}"] * scores[f"cell_rand/{k}"] for k in (0, 25, 100)}
+    assert best["min_cell_size"] == min(product, key=lambda k: (product[k], k)) == 25

@@ -380,8 +380,12 @@ def test_postprocessing_chosen_on_validation_images(tiny_isbi_stack, tmp_path, m
         assert not set(val) & set(res["test"]) and set(val) <= set(res["train"])
         grid = {k: v for k, v in ws["validation_rand_error"].items() if k != "none"}
         assert ws["validation_rand_error"][f"{ws['seed_threshold']:g}/{ws['min_seed_size']}"] == min(grid.values())
-        # then the smallest cell region kept, by warping error with those seeds
-        assert ws["validation_warping_error"][str(ws["min_cell_size"])] == min(ws["validation_warping_error"].values())
+        # then the smallest cell region kept, by Rand error x warping error with those seeds
+        product = {k: ws["validation_warping_error"][k] * ws["validation_cell_rand_error"][k]
+                   for k in ws["validation_warping_error"]}
+        assert set(product) == set(ws["validation_cell_rand_error"])
+        assert product[str(ws["min_cell_size"])] == min(product.values())
+        assert post["grid"]["min_cell_by"] == "rand_error*warping_error"
         # the scores are those of the saved validation predictions of the post-processing model
         probs = [read_image(Path(post["predictions"]) / f"{n}.tif") for n in val]
         assert ws["validation_rand_error"]["none"] == pytest.approx(

@@ -234,7 +234,8 @@ def _postprocessing_lines(report: dict) -> list[str]:
                       "probability that draws one-pixel boundaries between confident cell cores "
                       "(`unet.inference.membrane_watershed`); its parameters were chosen in each fold by Rand error "
                       "on its training slices (where marked: on validation slices carved from them; the smallest "
-                      "cell region kept, where given, then by warping error), never on its test slices: "
+                      "cell region kept, where given, then by warping error, or by Rand error x warping error "
+                      "where a Rand error after it is listed), never on its test slices: "
                   + "; ".join(closed) + "."]
     posts = [r["postprocessing"] for _, _, r in folds if r.get("postprocessing")]
     if posts:
@@ -280,8 +281,12 @@ def _validation_scores(sel: dict) -> str:
         best = f"{scores[format(sel['seed_threshold'], 'g') + '/' + str(sel['min_seed_size'])]:.4f}"
         none = f", unprocessed {scores['none']:.4f}" if "none" in scores else ""
         warping = sel.get("validation_warping_error") or {}
-        cells = (f"; warping error {warping[str(sel['min_cell_size'])]:.6f}, keeping every cell {warping['0']:.6f}"
+        rand = sel.get("validation_cell_rand_error") or {}  # since session 17 (with the min. cell's criterion)
+        k = str(sel.get("min_cell_size"))
+        cells = (f"; warping error {warping[k]:.6f}, keeping every cell {warping['0']:.6f}"
                  if "min_cell_size" in sel and "0" in warping else "")
+        if cells and k in rand and "0" in rand:
+            cells += f"; Rand error after the min. cell {rand[k]:.4f}, keeping every cell {rand['0']:.4f}"
         return f"Rand error {best}{none}{cells}"
     # the seeded watershed of cell instances: SEG, keyed by seed threshold, then by foreground threshold
     seeds = sel["validation_seg_watershed"][str(sel["threshold"])]
