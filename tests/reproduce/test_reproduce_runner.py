@@ -173,6 +173,9 @@ def test_resume_keys_finished_folds_by_the_config_their_weights_were_trained_wit
     older = {**trained, "augment": {k: v for k, v in trained["augment"].items() if k != "scale"}}
     assert config_key({**trained, "augment": {**older["augment"], "scale": 0.0}}) == config_key(older)
     assert config_key({**trained, "augment": {**older["augment"], "scale": 0.2}}) != config_key(older)
+    older = {**trained, "loss": {k: v for k, v in trained["loss"].items() if k != "skeleton_recall"}}
+    assert config_key({**older, "loss": {**older["loss"], "skeleton_recall": 0.0}}) == config_key(older)
+    assert config_key({**older, "loss": {**older["loss"], "skeleton_recall": 1.0}}) != config_key(older)
 
 
 def test_interrupted_fold_resumes_from_its_checkpoint(tiny_isbi_stack, tmp_path, make_tiny_experiment):

@@ -42,3 +42,24 @@ def test_dice_perfect_and_worst():
 def test_unknown_loss():
     with pytest.raises(ValueError, match="unknown loss"):
         get_loss("focal")
+
+
+def test_skeleton_recall_is_the_missed_fraction_of_the_centre_lines():
+    from unet.training.loss import skeleton_recall_loss
+
+    skel = torch.zeros(1, 8, 8, dtype=torch.bool)
+    skel[0, :, 3] = True  # a vertical centre line of 8 px
+    membrane = torch.zeros(1, 2, 8, 8)
+    membrane[:, 0] = 20.0  # every pixel confidently membrane (class 0)
+    assert skeleton_recall_loss(membrane, skel).item() < 1e-6
+    gap = membrane.clone()
+    gap[0, :, 2:4, 3] = torch.tensor([0.0, 20.0])[:, None]  # 2 of the 8 line pixels called cell
+    assert skeleton_recall_loss(gap, skel).item() == pytest.approx(2 / 8, abs=1e-6)
+    logits = torch.zeros(1, 2, 8, 8, requires_grad=True)
+    skeleton_recall_loss(logits, skel).backward()
+    assert logits.grad[0, 0, :, 3].lt(0).all()  # raising membrane scores on the line lowers the loss
+    assert logits.grad[0, :, :, [0, 1, 2, 4, 5, 6, 7]].abs().max() == 0  # off the line: no gradient
+    empty = torch.zeros(1, 2, 8, 8, requires_grad=True)
+    out = skeleton_recall_loss(empty, torch.zeros(1, 8, 8, dtype=torch.bool))
+    out.backward()
+    assert out.item() == 0 and empty.grad.abs().max() == 0

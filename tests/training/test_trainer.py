@@ -214,6 +214,13 @@ def test_resume_refuses_changes_it_cannot_honour_and_records_the_others(tiny_isb
     assert resume_changes(tmp_path / "old.pt", cfg) == {}
     with pytest.raises(UserError, match=r"cannot change augment.scale 0.0 -> 0.2"):
         resume_changes(tmp_path / "old.pt", tiny_cfg(tiny_isbi, **{**extra, "augment.scale": 0.2}))
+    # and one saved before loss.skeleton_recall existed, as if it had said 0 (no skeleton term)
+    old = dict(ckpt, metadata={**ckpt["metadata"], "config": {**ckpt["metadata"]["config"], "loss": {
+        k: v for k, v in ckpt["metadata"]["config"]["loss"].items() if k != "skeleton_recall"}}})
+    torch.save(old, tmp_path / "old-loss.pt")
+    assert resume_changes(tmp_path / "old-loss.pt", cfg) == {}
+    with pytest.raises(UserError, match=r"cannot change loss.skeleton_recall 0.0 -> 1.0"):
+        resume_changes(tmp_path / "old-loss.pt", tiny_cfg(tiny_isbi, **{**extra, "loss.skeleton_recall": 1.0}))
 
 
 def test_init_from_another_architecture_needs_partial_init(tiny_isbi, tiny_cfg, tmp_path, capsys):
@@ -245,3 +252,17 @@ def test_fit_ends_its_loader_workers(tiny_isbi, tiny_cfg, tmp_path):
     assert read_checkpoint(tmp_path / "run/last.pt")["step"] == 2
     left = {p.pid for p in multiprocessing.active_children()} - before
     assert not left, f"worker processes still alive after fit(): {sorted(left)}"
+
+
+def test_skeleton_recall_adds_its_term_to_the_training_loss(tiny_isbi, tiny_cfg, tmp_path):
+    """``loss.skeleton_recall`` (beyond the paper): the same first batch and weights, the loss larger by
+    the weight times a recall loss in (0, 1)."""
+    first = {}
+    for weight in (0.0, 2.0):
+        cfg = tiny_cfg(tiny_isbi, **{"train.steps": 1, "train.val_every": 100, "model.unet.dropout": 0.0,
+                                     "loss.skeleton_recall": weight})
+        Trainer(cfg, tmp_path / str(weight), quiet=True).fit()
+        with open(tmp_path / str(weight) / "log.csv") as fh:
+            first[weight] = float(next(r for r in csv.DictReader(fh) if r["loss"])["loss"])
+    extra = (first[2.0] - first[0.0]) / 2.0
+    assert 0.05 < extra < 1.0, first  # an untrained net misses part of the centre lines, not all of them

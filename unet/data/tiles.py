@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from unet.data.augment import Augmentation
 from unet.data.elastic import spline_coefficients, warp
 from unet.data.targets import IGNORE_INDEX, PARTIAL_MARGIN, training_target
-from unet.data.weights import GAP_WIDTH, SIGMA, W0, class_weights_from, weight_map
+from unet.data.weights import GAP_WIDTH, SIGMA, W0, class_weights_from, membrane_skeleton, weight_map
 from unet.io import atomic_path
 from unet.mirror import MIRROR_MODE, mirror_indices  # noqa: F401  (MIRROR_MODE: re-exported by unet.data)
 
@@ -94,7 +94,7 @@ class TileDataset(Dataset):
     def __init__(self, samples, *, input_size, output_size=None, augment: Augmentation | None = None,
                  length: int = 1000, seed: int = 0, w0: float = W0, sigma: float = SIGMA,
                  class_weights=None, partial_margin: int = PARTIAL_MARGIN, border: bool = True, cache_dir=None,
-                 gap_weight: float = 0.0, gap_width: float = GAP_WIDTH):
+                 gap_weight: float = 0.0, gap_width: float = GAP_WIDTH, skeleton: bool = False):
         samples = [s for s in samples if s.labels is not None]
         if not samples:
             raise ValueError("TileDataset needs at least one sample with labels")
@@ -114,6 +114,7 @@ class TileDataset(Dataset):
         self.class_weights = (class_weights_from(self.targets) if class_weights is None
                               else np.asarray(class_weights, np.float64))
         self.gap = (float(gap_weight), float(gap_width))
+        self.skeleton = bool(skeleton)
         self.weights = [self._weights(s, t, w0, sigma, cache_dir) for s, t in zip(samples, self.targets)]
         self.coefs = ([] if self.augment.is_identity else [spline_coefficients(im) for im in self.images])
         area = np.array([t.size for t in self.targets], np.float64)
@@ -187,8 +188,11 @@ class TileDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image, target, weight = self.sample(index)
-        return {"image": torch.from_numpy(image), "target": torch.from_numpy(target.astype(np.int64)),
+        item = {"image": torch.from_numpy(image), "target": torch.from_numpy(target.astype(np.int64)),
                 "weight": torch.from_numpy(weight)}
+        if self.skeleton:  # of the deformed target, so the centre lines are those the network must draw
+            item["skeleton"] = torch.from_numpy(membrane_skeleton(target))
+        return item
 
 
 def init_worker(worker_id: int) -> None:

@@ -119,6 +119,9 @@ class LossConfig(_Section):
     #: added to the weight map; membranes about gap_width px thick get most of it
     gap_weight: float = Field(0.0, ge=0)
     gap_width: float = Field(3.0, gt=0)
+    #: beyond the paper (0 = off): weight of the skeleton recall term (unet.training.loss.skeleton_recall_loss,
+    #: Kirchhoff et al. 2024) added to the pixel-wise loss; the recall of the membranes' centre lines
+    skeleton_recall: float = Field(0.0, ge=0)
 
     @field_validator("class_weights", mode="before")
     @classmethod
@@ -132,7 +135,7 @@ class LossConfig(_Section):
 
 #: keys added after checkpoints were saved, with the value those checkpoints had implicitly: a saved
 #: config without one reads as having it (resume checks, reproduce's config keys)
-KEYS_ADDED_LATER = {"augment.scale": 0.0}
+KEYS_ADDED_LATER = {"augment.scale": 0.0, "loss.skeleton_recall": 0.0}
 
 
 class AugmentConfig(_Section):

@@ -56,6 +56,24 @@ def ce_dice_loss(logits, target, weight=None, *, ignore_index: int = IGNORE_INDE
     )
 
 
+def skeleton_recall_loss(logits: torch.Tensor, skeleton: torch.Tensor, *, channel: int = 0) -> torch.Tensor:
+    """1 - soft recall of the background class on its tubed skeleton (Kirchhoff et al. 2024, ECCV).
+
+    ``skeleton`` (N, H, W) marks the centre lines of the target's membranes
+    (:func:`unet.data.weights.membrane_skeleton`); the loss is ``1 - sum(p_c *
+    S) / sum(S)`` over the batch, with ``p_c`` the softmax probability of class
+    ``channel`` (0: background / membrane).  It is 0 for a batch without
+    skeleton pixels.  Added to the pixel-wise loss with weight
+    ``loss.skeleton_recall`` (beyond the paper).
+    """
+    skel = skeleton.float()
+    total = skel.sum()
+    if total == 0:
+        return logits.float().sum() * 0.0  # keeps the graph (and the device) of a normal loss
+    prob = torch.softmax(logits.float(), dim=1)[:, channel]
+    return 1.0 - (prob * skel).sum() / total
+
+
 LOSSES = {
     "weighted_ce": weighted_cross_entropy,
     "ce": lambda logits, target, weight=None, **kw: weighted_cross_entropy(logits, target, None, **kw),

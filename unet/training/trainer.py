@@ -60,7 +60,7 @@ from unet.training.distributed import (
     shutdown,
     wrap_model,
 )
-from unet.training.loss import IGNORE_INDEX, get_loss
+from unet.training.loss import IGNORE_INDEX, get_loss, skeleton_recall_loss
 from unet.viz import plot_curves, plot_overlays
 
 
@@ -296,7 +296,7 @@ class Trainer:
                              seed=cfg.seed, w0=cfg.loss.w0 if cfg.loss.name == "weighted_ce" or cfg.loss.name == "ce_dice" else 0.0,
                              sigma=cfg.loss.sigma, class_weights=self.class_weights,
                              border=cfg.loss.separate_borders, gap_weight=cfg.loss.gap_weight,
-                             gap_width=cfg.loss.gap_width)
+                             gap_width=cfg.loss.gap_width, skeleton=cfg.loss.skeleton_recall > 0)
 
     # --------------------------------------------------------------- model
     def _build_model(self):
@@ -415,6 +415,8 @@ class Trainer:
         with torch.autocast(device.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
             logits = run.ddp_model(x)
         loss = run.loss_fn(logits.float(), y, w)  # the softmax and the weighted sum in float32 under autocast
+        if cfg.loss.skeleton_recall:
+            loss = loss + cfg.loss.skeleton_recall * skeleton_recall_loss(logits, batch["skeleton"].to(device))
         # all ranks learn of a divergence on any, before the gradient all-reduce that would wait for it
         codes = agree(self.info, GO if torch.isfinite(loss) else DIVERGED, device)
         if any(codes):
