@@ -310,6 +310,8 @@ def test_carve_validation_takes_training_images_only():
     ({"confirm": {"top": 2, "seeds": []}}, "confirm"),
     ({"confirm": {"top": 2, "seeds": [1, 1]}}, "confirm"),
     ({"confirm": {"top": 2}}, "confirm"),
+    ({"candidates": [{"name": "a", "set": {"train.steps": 0}}]}, "train.steps"),
+    ({"candidates": [{"name": "a", "set": {"train.steps": 2.5}}]}, "train.steps"),
 ])
 def test_bad_selection_is_a_clear_error(tiny_isbi_stack, tmp_path, make_tiny_experiment, change, message):
     exp = _experiment(tmp_path / "bad.yaml", tiny_isbi_stack, make_tiny_experiment, selection={**SELECTION, **change})
@@ -479,3 +481,46 @@ def test_bad_postprocess_is_a_clear_error(tiny_isbi_stack, tmp_path, make_tiny_e
     exp.write_text(yaml.safe_dump(d, sort_keys=False))
     with pytest.raises(ExperimentError, match=message):
         load_experiment(exp)
+
+
+def test_short_steps_scale_with_a_candidates_own_step_count():
+    from unet.reproduce.runner import short_steps
+
+    assert short_steps(1000, {"train.steps": 10000}, 5000) == 2000
+    assert short_steps(1000, {"train.steps": 2500}, 5000) == 500
+    assert short_steps(1000, {"loss.w0": 50.0}, 5000) == 1000
+    assert short_steps(2, {"train.steps": 1}, 4000) == 1  # never zero
+
+
+def test_candidate_with_its_own_step_count_is_searched_and_trained_in_proportion(
+        tiny_isbi_stack, tmp_path, make_tiny_experiment):
+    """A recipe setting ``train.steps`` (a longer final training, issue 11 item 3) is searched with its search
+    training scaled alike (final 4 steps, search 2: a final of 8 is searched with 4), its final training takes
+    the longer count, and its post-processing model is the search candidate itself (the same config)."""
+    bn = SELECTION["candidates"][1]
+    sel = {**SELECTION, "candidates": [{"name": "bn-long", "set": {**bn["set"], "train.steps": 8}}],
+           "default": "bn-long", "follow": {"unet-gap": "unet"}}
+    exp = _experiment(tmp_path / "long.yaml", tiny_isbi_stack, make_tiny_experiment, membrane_watershed=True,
+                      selection=sel)
+    d = yaml.safe_load(exp.read_text())
+    d["runs"].append({"name": "unet-gap", "label": "U-Net, thin-membrane weight", "set": {"loss.gap_weight": 5.0}})
+    d["profiles"]["cpu"]["postprocess"] = {"validation": 1, "steps": 2}
+    exp.write_text(yaml.safe_dump(d, sort_keys=False))
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    assert main(["reproduce", str(exp), "--out", str(out), "--runs-dir", str(runs), "--folds", "1", "--quiet"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    lead, follower = rep["runs"]
+    cand = lead["selection"]["fold1"]["candidates"][0]
+    assert cand["steps"] == 4
+    search_cfg = yaml.safe_load((runs / "unet/_search/fold1/bn-long/config.yaml").read_text())
+    assert search_cfg["train"]["steps"] == 4
+    for name in ("unet", "unet-gap"):
+        final = yaml.safe_load((runs / name / "fold1" / "config.yaml").read_text())
+        assert final["train"]["steps"] == 8
+    assert lead["folds"]["fold1"]["steps"] == 8 and lead["folds"]["fold1"]["postprocessing"]["steps"] == 4
+    assert "_search" in lead["folds"]["fold1"]["postprocessing"]["model"]
+    pp_cfg = yaml.safe_load((runs / "unet-gap/_postprocess/fold1/config.yaml").read_text())
+    assert pp_cfg["train"]["steps"] == 4
+    md = (out / "report.md").read_text()
+    assert "(8 steps) and predicted the held-out images once" in md
+    assert "| unet | " in md and any(line.startswith("| unet |") and "| 8 |" in line for line in md.splitlines())

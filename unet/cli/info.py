@@ -57,4 +57,18 @@ def run(args) -> int:
             raise UserError(str(err)) from err
         n = sum(p.numel() for p in model.parameters())
         print(f"{name:<8} {n:>12,} {unet.halo(model):>5}  {_geometry(model, args.input_size)}")
+    print(cpu_line())
     return 0
+
+
+def cpu_line() -> str:
+    """This CPU's vector capability and whether ``train.amp: bf16`` is fast on it."""
+    import torch
+
+    from unet.training.trainer import native_cpu_bf16
+
+    cap = torch.backends.cpu.get_cpu_capability()
+    if native_cpu_bf16():
+        return f"CPU: {cap}, bfloat16 kernels: yes (train.amp: bf16 speeds up CPU training)"
+    return (f"CPU: {cap}, bfloat16 kernels: no (train.amp: bf16 runs emulated here, many times slower than "
+            "float32: train with train.amp: none)")

@@ -322,6 +322,10 @@ def _check_selection(exp: Experiment, sel, where: str) -> None:
         bad = {"data.train", "data.val"} & set(c.get("set") or {})
         if bad:
             raise ExperimentError(f"{where}.candidates.{c['name']}: may not set {', '.join(sorted(bad))}")
+        n = (c.get("set") or {}).get("train.steps")
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ExperimentError(f"{where}.candidates.{c['name']}: train.steps is the final training's step count "
+                                  f"(an integer >= 1; its search training is scaled alike), got {n!r}")
     confirm = sel.get("confirm")
     if confirm is not None:
         def whole(v, low):

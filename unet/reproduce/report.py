@@ -350,6 +350,14 @@ def _provenance_lines(report: dict) -> list[str]:
     return lines
 
 
+def _steps_text(run: dict) -> str:
+    """The final trainings' step count, per fold where a choice (a candidate's ``train.steps``) made them differ."""
+    per_fold = {name: f.get("steps", run["steps"]) for name, f in run["folds"].items()}
+    if len(set(per_fold.values())) <= 1:
+        return str(next(iter(per_fold.values()), run["steps"]))
+    return ", ".join(f"{name}: {n}" for name, n in per_fold.items())
+
+
 def _run_table_lines(report: dict) -> list[str]:
     """One row per run (model, steps, seeds, time, checkpoints), then each run's overrides of the base config."""
     lines = ["", "| run | model | steps | seed | wall time (train + predict) | checkpoints |", "|---|---|---|---|---|---|"]
@@ -357,7 +365,7 @@ def _run_table_lines(report: dict) -> list[str]:
         cks = ", ".join(f"[{Path(f['checkpoint']).name}]({f['checkpoint']})" if f.get("checkpoint") else
                         f"({f.get('checkpoint_note', 'not copied')})" for f in run["folds"].values())
         seeds = sorted({f["seed"] for f in run["folds"].values()})
-        lines.append(f"| {run['name']} | {run['model']} | {run['steps']} | {', '.join(map(str, seeds))} | "
+        lines.append(f"| {run['name']} | {run['model']} | {_steps_text(run)} | {', '.join(map(str, seeds))} | "
                      f"{_hms(run['wall_seconds'])} | {cks} |")
     lines += ["", "Overrides of each run on top of the base config "
                   f"`{report['base_config']}` (full resolved configs in report.json):", ""]
@@ -390,7 +398,7 @@ def _selection_lines(report: dict) -> list[str]:
                   f"{first['candidates'][0]['steps']} steps on the fold's training images minus its validation "
                   f"images, scored by {METRIC_TITLES.get(m, m)} ({first['variant']}; {word} is better) on those "
                   f"validation images; the chosen one was then trained on all of the fold's training images "
-                  f"({run['steps']} steps) and predicted the held-out images once. Held-out images chose nothing. "
+                  f"({_steps_text(run)} steps) and predicted the held-out images once. Held-out images chose nothing. "
                   f"Search cost: {_hms(run['search_seconds'])} (not part of the final trainings' time).", "",
                   "| fold | validation images | candidate | settings | validation score | search time | |",
                   "|---|---|---|---|---|---|---|"]
@@ -403,6 +411,8 @@ def _selection_lines(report: dict) -> list[str]:
                 marks += ["**chosen**"] * (c["name"] == s["chosen"] and not rerun)
                 if c.get("left_top"):
                     marks.append(f"no longer among the {s['confirm']['top']} best: not in the mean")
+                if c["steps"] != first["candidates"][0]["steps"]:  # a candidate's own train.steps, scaled
+                    marks.append(f"search training {c['steps']} steps")
                 name = f"{c['name']} (seed {c['seed']})" if rerun else c["name"]
                 lines.append(f"| {fold} | {', '.join(s['validation'])} | {name} | {ov} | {_fmt(c['score'], m)} "
                              f"| {_hms(c['train_seconds'] + c['eval_seconds'])} | {'; '.join(marks)} |")

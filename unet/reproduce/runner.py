@@ -42,7 +42,7 @@ from unet.reproduce.report import (PROTOCOL, check_comparisons, check_targets, g
                                    write_report)
 from unet.scoring import METRIC_ALIASES
 from unet.training.config import KEYS_ADDED_LATER, flatten_config, load_config, parse_overrides
-from unet.training.trainer import Trainer, pick_device
+from unet.training.trainer import Trainer, pick_device, warn_if_slow_bf16
 
 #: largest checkpoint copied into results/ (issue 7: each <= 10 MB)
 MAX_CHECKPOINT_BYTES = 10 * 1000 * 1000
@@ -93,6 +93,26 @@ def build_config(exp: Experiment, run, *, profile: str, overrides=(), fold: Fold
 
 def _pairs(cfg):
     return config_pairs(cfg)
+
+
+def short_steps(steps: int, cand_set: dict, final_steps: int) -> int:
+    """Steps of a short training (search candidate, post-processing model) of a recipe.
+
+    A recipe that sets ``train.steps`` asks for a longer (or shorter) final
+    training than the profile's ``final_steps``; its short training is scaled
+    by the same factor, so that the validation images see what the longer
+    schedule (cosine decay included) buys, at a search cost in proportion.
+
+    Examples
+    --------
+    >>> short_steps(1000, {"train.steps": 10000}, 5000)
+    2000
+    >>> short_steps(1000, {"loss.w0": 50.0}, 5000)
+    1000
+    """
+    if "train.steps" not in cand_set:
+        return int(steps)
+    return max(1, round(int(steps) * int(cand_set["train.steps"]) / int(final_steps)))
 
 
 def _check_selection(cfg, pairs, fold: Fold):
@@ -210,7 +230,8 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
                    runs_dir: Path, resume: bool, overwrite: bool, quiet: bool, previous: dict | None = None) -> dict:
     """Nested selection inside one fold: choose a candidate on validation images carved from its training images.
 
-    Every candidate of ``sel["candidates"]`` is trained for ``sel["steps"]``
+    Every candidate of ``sel["candidates"]`` is trained for ``sel["steps"]`` (scaled
+    by :func:`short_steps` for a candidate that sets ``train.steps``)
     steps on the fold's training images minus ``sel["validation"]`` of them
     (:func:`unet.reproduce.folds.carve_validation`), predicted once on those
     validation images and scored with ``sel["measure"]``; the best (ties: the
@@ -239,6 +260,7 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
     ev = dict(exp.evaluation, tta=[variant == "tta"],
               membrane_watershed=bool(exp.evaluation.get("membrane_watershed")) and measure.endswith(WATERSHED_SUFFIX))
     search_exp = dataclasses.replace(exp, evaluation=ev)
+    final_steps = build_config(exp, run, profile=profile, overrides=overrides, fold=search).train.steps
     confirm = sel.get("confirm")
     if confirm:  # refused before any training: a rerun with the runs' own seed would confirm nothing
         base_seed = build_config(exp, run, profile=profile, overrides=overrides, fold=search).seed
@@ -253,7 +275,7 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
         """Train and score one candidate (with another ``seed`` for the confirmation), or take it from the report."""
         name, extra = str(cand["name"]), dict(cand.get("set") or {})
         if sel.get("steps"):
-            extra["train.steps"] = int(sel["steps"])
+            extra["train.steps"] = short_steps(int(sel["steps"]), extra, final_steps)
         if seed is not None:
             extra["seed"] = int(seed)
         cfg = build_config(exp, run, profile=profile, overrides=overrides, fold=search, extra_set=extra)
@@ -460,6 +482,7 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
                  previous=_previous_report(out) if resume else {})
     all_folds = resolve_folds(exp.folds, plan.pairs)
     fold_list = select_folds(all_folds, folds)
+    _warn_if_slow_bf16(exp, profile, base_cfg)
     run_reports, searched = [], {}
     for run in chosen_runs:
         run_reports.append(_run_all_folds(plan, run, fold_list, search=search, searched=searched))
@@ -503,6 +526,17 @@ def _equivalent_command(experiment, *, profile, out, runs_dir, folds, runs, over
         cmd += ["--set", item]
     cmd += ["--overwrite"] * overwrite + ["--resume"] * resume + ["--no-search"] * (not search)
     return shlex.join(cmd)
+
+
+def _warn_if_slow_bf16(exp: Experiment, profile: str, cfg) -> bool:
+    """Before any training: a bfloat16 profile on a CPU that emulates bfloat16 takes many times its stated
+    budget; say so, and name the experiment's float32 profile (``PROFILE-float32``) where it has one."""
+    twin = f"{profile}-float32"
+    remedy = (f"Its float32 recipe is --profile {twin} (another recipe, its own report)." if twin in exp.profiles
+              else "Train in float32 with --set train.amp=none (another recipe: nothing is reused from a "
+                   "bfloat16 report, and the numbers differ).")
+    return warn_if_slow_bf16(cfg.train.amp, pick_device(cfg.train.device),
+                             remedy=f"Every training of profile {profile!r} is affected. {remedy}")
 
 
 def _common_data_config(exp: Experiment, chosen_runs, *, profile: str, overrides):
@@ -631,8 +665,10 @@ def _postprocessing_choice(plan: _Plan, run, fold: Fold, chosen: dict) -> dict |
     if not pp or not grid:
         return None
     search = carve_validation(fold, int(pp["validation"]), pick=pp.get("pick", "last"))
+    final_steps = build_config(exp, run, profile=plan.profile, overrides=plan.overrides, fold=search).train.steps
+    pp_steps = short_steps(int(pp["steps"]), chosen, final_steps)
     cfg = build_config(exp, run, profile=plan.profile, overrides=plan.overrides, fold=search,
-                       extra_set=dict(chosen, **{"train.steps": int(pp["steps"])}))
+                       extra_set=dict(chosen, **{"train.steps": pp_steps}))
     _check_selection(cfg, plan.pairs, search)
     key = config_key(cfg.to_dict())
     folder = plan.runs_dir / run.name / "_postprocess" / fold.name
@@ -672,7 +708,7 @@ def _postprocessing_choice(plan: _Plan, run, fold: Fold, chosen: dict) -> dict |
                                       min_size=cfg.eval.min_size,
                                       membrane_watershed=bool(exp.evaluation.get("membrane_watershed")),
                                       variants=variants)
-    rec = {"validation": list(search.test), "search_train": list(search.train), "steps": int(pp["steps"]),
+    rec = {"validation": list(search.test), "search_train": list(search.train), "steps": pp_steps,
            "config_key": key, "grid": grid, "variants": variants, "model": str(last), "predictions": str(folder / "predictions" / "validation"),
            "chosen": chosen_pp, "train_seconds": round(max(trained, 0.0), 1),
            "eval_seconds": round(time.perf_counter() - t1, 1)}

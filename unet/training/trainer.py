@@ -76,6 +76,43 @@ class TrainingStopped(_AgreedStop):
     """Another rank of a distributed run failed; this one stopped with it instead of waiting for it."""
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has bfloat16 kernels (AVX512-BF16 or AMX) for oneDNN's convolutions.
+
+    Without them ``train.amp: bf16`` still runs, emulated: on a 2-core AVX2 EPYC one training step
+    of the reproduction's U-Net took 7-12x its float32 time, where a CPU with AVX512-BF16 takes 0.7x
+    (scripts/BENCHMARKS.md, "bfloat16 autocast on the CPU").
+    """
+    probe = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        if probe is not None:
+            return bool(probe())
+    except RuntimeError:  # a torch built without oneDNN
+        pass
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+_SLOW_BF16_WARNED = False
+
+
+def warn_if_slow_bf16(amp: str, device: torch.device, *, remedy: str | None = None) -> bool:
+    """Warn (once per process) that bfloat16 autocast on this CPU is emulated and slow; True if it warned.
+
+    The recipe is not changed behind the user's back: float32 is another recipe (other numbers,
+    another config key), so the warning names how to ask for it.
+    """
+    global _SLOW_BF16_WARNED
+    if amp != "bf16" or device.type != "cpu" or _SLOW_BF16_WARNED or native_cpu_bf16():
+        return False
+    _SLOW_BF16_WARNED = True
+    cap = torch.backends.cpu.get_cpu_capability()
+    warn(f"train.amp: bf16 on a CPU without bfloat16 kernels (AVX512-BF16 or AMX; this one has {cap}): "
+         "oneDNN emulates them, 7-12x slower than float32 where measured (scripts/BENCHMARKS.md). "
+         + (remedy or "Train in float32 with --set train.amp=none (a different recipe: its numbers differ "
+                      "from a bfloat16 run's)."))
+    return True
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -370,6 +407,8 @@ class Trainer:
         # bf16 also on the CPU: oneDNN's bf16 convolutions (AVX512-BF16/AMX) take ~0.7x the fp32 step time
         # (scripts/BENCHMARKS.md); fp16 autocast has no fast CPU kernels
         use_amp = amp_dtype is not None and (self.device.type == "cuda" or amp_dtype == torch.bfloat16)
+        if use_amp and info.is_main:
+            warn_if_slow_bf16(cfg.train.amp, self.device)
         # disable=None: tqdm turns itself off when stderr is not a terminal (logs stay readable)
         bar = tqdm(total=cfg.train.steps, initial=start, disable=True if self.quiet or not info.is_main else None,
                    desc=f"train {cfg.experiment}", unit="step", dynamic_ncols=True, mininterval=1.0)
