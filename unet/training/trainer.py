@@ -107,7 +107,7 @@ def warn_if_slow_bf16(amp: str, device: torch.device, *, remedy: str | None = No
     _SLOW_BF16_WARNED = True
     cap = torch.backends.cpu.get_cpu_capability()
     warn(f"train.amp: bf16 on a CPU without bfloat16 kernels (AVX512-BF16 or AMX; this one has {cap}): "
-         "oneDNN emulates them, 7-12x slower than float32 where measured (scripts/BENCHMARKS.md). "
+         "oneDNN emulates them, 7-12x slower than float32 where measured (README, 'bfloat16 needs bfloat16 kernels'). "
          + (remedy or "Train in float32 with --set train.amp=none (a different recipe: its numbers differ "
                       "from a bfloat16 run's)."))
     return True
