@@ -486,10 +486,24 @@ def test_bad_postprocess_is_a_clear_error(tiny_isbi_stack, tmp_path, make_tiny_e
 def test_short_steps_scale_with_a_candidates_own_step_count():
     from unet.reproduce.runner import short_steps
 
-    assert short_steps(1000, {"train.steps": 10000}, 5000) == 2000
-    assert short_steps(1000, {"train.steps": 2500}, 5000) == 500
-    assert short_steps(1000, {"loss.w0": 50.0}, 5000) == 1000
-    assert short_steps(2, {"train.steps": 1}, 4000) == 1  # never zero
+    assert short_steps(1000, recipe_steps=10000, profile_steps=5000) == 2000
+    assert short_steps(1000, recipe_steps=2500, profile_steps=5000) == 500
+    assert short_steps(1000, recipe_steps=5000, profile_steps=5000) == 1000
+    assert short_steps(2, recipe_steps=1, profile_steps=4000) == 1  # never zero
+
+
+def test_set_train_steps_wins_over_a_candidates_step_count():
+    """``--set train.steps=N`` (a quick trial) sets every final training to N: a candidate's own count no longer
+    applies, so its short trainings are not scaled by it either (1000 x 10000 / 10 would be a million steps)."""
+    from unet.reproduce.runner import _recipe_short_steps
+
+    exp = load_experiment("dic-hela")
+    run = exp.run("unet")
+    recipe = {"loss.w0": 70.0, "train.steps": 10000}
+    fold = Fold(name="f", train=["01/t000", "01/t001", "01/t002", "01/t003"], test=["02/t000"])
+    assert _recipe_short_steps(1000, exp, run, profile="cpu", overrides=[], fold=fold, recipe=recipe) == 2000
+    assert _recipe_short_steps(1000, exp, run, profile="cpu", overrides=["train.steps=10"], fold=fold,
+                               recipe=recipe) == 1000
 
 
 def test_candidate_with_its_own_step_count_is_searched_and_trained_in_proportion(

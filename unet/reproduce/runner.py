@@ -95,24 +95,32 @@ def _pairs(cfg):
     return config_pairs(cfg)
 
 
-def short_steps(steps: int, cand_set: dict, final_steps: int) -> int:
+def short_steps(steps: int, *, recipe_steps: int, profile_steps: int) -> int:
     """Steps of a short training (search candidate, post-processing model) of a recipe.
 
-    A recipe that sets ``train.steps`` asks for a longer (or shorter) final
-    training than the profile's ``final_steps``; its short training is scaled
-    by the same factor, so that the validation images see what the longer
-    schedule (cosine decay included) buys, at a search cost in proportion.
+    A recipe (a candidate setting ``train.steps``) whose final training takes
+    ``recipe_steps`` instead of the profile's ``profile_steps`` has its short
+    training scaled by the same factor, so that the validation images see what
+    the longer schedule (cosine decay included) buys, at a search cost in
+    proportion.
 
     Examples
     --------
-    >>> short_steps(1000, {"train.steps": 10000}, 5000)
+    >>> short_steps(1000, recipe_steps=10000, profile_steps=5000)
     2000
-    >>> short_steps(1000, {"loss.w0": 50.0}, 5000)
+    >>> short_steps(1000, recipe_steps=5000, profile_steps=5000)
     1000
     """
-    if "train.steps" not in cand_set:
-        return int(steps)
-    return max(1, round(int(steps) * int(cand_set["train.steps"]) / int(final_steps)))
+    return max(1, round(int(steps) * int(recipe_steps) / int(profile_steps)))
+
+
+def _recipe_short_steps(steps: int, exp: Experiment, run, *, profile: str, overrides, fold: Fold,
+                        recipe: dict) -> int:
+    """:func:`short_steps` of ``recipe`` (a candidate's set) in ``fold``; ``--set train.steps`` wins over both."""
+    def final(extra):
+        return build_config(exp, run, profile=profile, overrides=overrides, fold=fold, extra_set=extra).train.steps
+
+    return short_steps(steps, recipe_steps=final(recipe), profile_steps=final({}))
 
 
 def _check_selection(cfg, pairs, fold: Fold):
@@ -260,7 +268,6 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
     ev = dict(exp.evaluation, tta=[variant == "tta"],
               membrane_watershed=bool(exp.evaluation.get("membrane_watershed")) and measure.endswith(WATERSHED_SUFFIX))
     search_exp = dataclasses.replace(exp, evaluation=ev)
-    final_steps = build_config(exp, run, profile=profile, overrides=overrides, fold=search).train.steps
     confirm = sel.get("confirm")
     if confirm:  # refused before any training: a rerun with the runs' own seed would confirm nothing
         base_seed = build_config(exp, run, profile=profile, overrides=overrides, fold=search).seed
@@ -275,7 +282,8 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
         """Train and score one candidate (with another ``seed`` for the confirmation), or take it from the report."""
         name, extra = str(cand["name"]), dict(cand.get("set") or {})
         if sel.get("steps"):
-            extra["train.steps"] = short_steps(int(sel["steps"]), extra, final_steps)
+            extra["train.steps"] = _recipe_short_steps(int(sel["steps"]), exp, run, profile=profile,
+                                                       overrides=overrides, fold=search, recipe=extra)
         if seed is not None:
             extra["seed"] = int(seed)
         cfg = build_config(exp, run, profile=profile, overrides=overrides, fold=search, extra_set=extra)
@@ -665,8 +673,8 @@ def _postprocessing_choice(plan: _Plan, run, fold: Fold, chosen: dict) -> dict |
     if not pp or not grid:
         return None
     search = carve_validation(fold, int(pp["validation"]), pick=pp.get("pick", "last"))
-    final_steps = build_config(exp, run, profile=plan.profile, overrides=plan.overrides, fold=search).train.steps
-    pp_steps = short_steps(int(pp["steps"]), chosen, final_steps)
+    pp_steps = _recipe_short_steps(int(pp["steps"]), exp, run, profile=plan.profile, overrides=plan.overrides,
+                                   fold=search, recipe=chosen)
     cfg = build_config(exp, run, profile=plan.profile, overrides=plan.overrides, fold=search,
                        extra_set=dict(chosen, **{"train.steps": pp_steps}))
     _check_selection(cfg, plan.pairs, search)
