@@ -538,3 +538,23 @@ def test_candidate_with_its_own_step_count_is_searched_and_trained_in_proportion
     md = (out / "report.md").read_text()
     assert "(8 steps) and predicted the held-out images once" in md
     assert "| unet | " in md and any(line.startswith("| unet |") and "| 8 |" in line for line in md.splitlines())
+
+
+def test_report_marks_candidates_and_folds_with_their_own_step_count():
+    """A candidate whose search training took another step count says so, and so does a run whose folds' final
+    trainings differ (rendered from the committed DIC-HeLa report, changed as a train.steps choice would)."""
+    import copy
+
+    from unet.reproduce.report import render_markdown
+
+    report = json.loads((Path(__file__).parents[2] / "results/dic-hela/report.json").read_text())
+    assert "search training 2000 steps" not in render_markdown(report)
+    changed = copy.deepcopy(report)
+    unet_run = next(r for r in changed["runs"] if r["name"] == "unet")
+    fold = next(iter(unet_run["selection"]))
+    unet_run["selection"][fold]["candidates"][-1]["steps"] = 2000
+    unet_run["folds"][fold]["steps"] = 10000
+    md = render_markdown(changed)
+    assert md.count("search training 2000 steps") == 1
+    others = [f"{name}: {f['steps']}" for name, f in unet_run["folds"].items() if name != fold]
+    assert f"| {fold}: 10000, {others[0]} |" in md and f"({fold}: 10000, {others[0]} steps)" in md

@@ -411,7 +411,7 @@ def _selection_lines(report: dict) -> list[str]:
                 marks += ["**chosen**"] * (c["name"] == s["chosen"] and not rerun)
                 if c.get("left_top"):
                     marks.append(f"no longer among the {s['confirm']['top']} best: not in the mean")
-                if c["steps"] != first["candidates"][0]["steps"]:  # a candidate's own train.steps, scaled
+                if c.get("steps") != first["candidates"][0].get("steps"):  # a candidate's own train.steps, scaled
                     marks.append(f"search training {c['steps']} steps")
                 name = f"{c['name']} (seed {c['seed']})" if rerun else c["name"]
                 lines.append(f"| {fold} | {', '.join(s['validation'])} | {name} | {ov} | {_fmt(c['score'], m)} "
