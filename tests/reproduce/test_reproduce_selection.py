@@ -558,3 +558,34 @@ def test_report_marks_candidates_and_folds_with_their_own_step_count():
     assert md.count("search training 2000 steps") == 1
     others = [f"{name}: {f['steps']}" for name, f in unet_run["folds"].items() if name != fold]
     assert f"| {fold}: 10000, {others[0]} |" in md and f"({fold}: 10000, {others[0]} steps)" in md
+
+
+def test_plan_lists_what_resume_would_train_and_trains_nothing(searched, tmp_path, capsys):
+    """``unet reproduce --plan``: every search training of the nested selection, done / reported / to train, with
+    its steps; nothing trains and nothing is written."""
+    from unet.reproduce.runner import plan_search
+
+    exp, out, runs = searched["exp"], searched["out"], searched["runs"]
+    rows = plan_search(exp, out=out, runs_dir=runs, folds="1,2")
+    assert [(r["fold"], r["candidate"]) for r in rows] == [(f, c["name"]) for f in ("fold1", "fold2")
+                                                           for c in SELECTION["candidates"]]
+    assert {r["status"] for r in rows} == {"done"} and {r["steps"] for r in rows} == {2}
+    # the folders gone (another machine): the report's scores are reused
+    empty = tmp_path / "no-runs"
+    assert {r["status"] for r in plan_search(exp, out=out, runs_dir=empty, folds="1,2")} == {"reported"}
+    # a candidate added later (with a longer final training): only it trains, its search scaled (4 / 4 x 2)
+    d = yaml.safe_load(exp.read_text())
+    d["profiles"]["cpu"]["selection"]["candidates"].append({"name": "bn-8", "set": {"train.steps": 8}})
+    more = tmp_path / "more.yaml"
+    more.write_text(yaml.safe_dump(d, sort_keys=False))
+    rows = plan_search(more, out=out, runs_dir=empty, folds="1,2")
+    assert [(r["candidate"], r["steps"]) for r in rows if r["status"] == "train"] == [("bn-8", 4), ("bn-8", 4)]
+    # the search of a changed recipe is not the one reported: it trains again
+    d["runs"][0]["set"] = dict(d["runs"][0].get("set") or {}, **{"loss.w0": 3.0})
+    more.write_text(yaml.safe_dump(d, sort_keys=False))
+    assert {r["status"] for r in plan_search(more, out=out, runs_dir=empty, folds="1,2")} == {"train"}
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["reproduce", str(more), "--out", str(out), "--runs-dir", str(empty), "--folds", "1,2", "--plan"]) == 0
+    said = capsys.readouterr().out
+    assert "| unet | fold1 | bn-8 | 4 | train |" in said and "6 of 6 search trainings to run (16 steps)" in said
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before and not empty.exists()

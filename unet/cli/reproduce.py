@@ -34,6 +34,9 @@ def register(sub):
     p.add_argument("--no-search", dest="search", action="store_false",
                    help="skip the profile's nested selection (profiles.P.selection): train a fixed recipe, the "
                         "run's settings plus the candidate named selection.default")
+    p.add_argument("--plan", action="store_true",
+                   help="train nothing: list the nested selection's search trainings that --resume would run, "
+                        "resume or reuse, with their steps, and exit")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
@@ -51,6 +54,8 @@ def run(args) -> int:
         return 0
     if not args.experiment:
         raise UserError("name an experiment (see `unet reproduce --list`)")
+    if args.plan:
+        return _print_plan(args)
     from unet.reproduce.runner import run_experiment
 
     command = shlex.join(_command_line(args))
@@ -60,6 +65,24 @@ def run(args) -> int:
     if not args.quiet:
         for t in report["targets"] + report["comparisons"]:
             print(" ", t["statement"])
+    return 0
+
+
+def _print_plan(args) -> int:
+    from unet.reproduce.runner import plan_search
+
+    rows = plan_search(args.experiment, profile=args.profile, out=args.out, runs_dir=args.runs_dir,
+                       overrides=args.overrides, folds=args.folds, runs=args.runs)
+    if not rows:
+        print(f"{args.experiment} (profile {args.profile}): no nested selection to run")
+        return 0
+    print("| run | fold | candidate | search steps | with --resume |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['run']} | {r['fold']} | {r['candidate']} | {r['steps']} | {r['status']} |")
+    todo = [r for r in rows if r["status"] != "done" and r["status"] != "reported"]
+    print(f"\n{len(todo)} of {len(rows)} search trainings to run ({sum(r['steps'] for r in todo)} steps); then the "
+          "confirmation reruns and final trainings that their scores decide (reused where already done)")
     return 0
 
 

@@ -504,6 +504,58 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
     return report
 
 
+def plan_search(experiment, *, profile: str = "cpu", out=None, runs_dir=None, overrides=(), folds=None,
+                runs=None) -> list[dict]:
+    """What ``unet reproduce ... --resume`` would do in the nested selection, without training anything.
+
+    One row per candidate of every searched run and fold: ``run``, ``fold``,
+    ``candidate``, ``steps`` (of its search training) and ``status``:
+    ``"done"`` (its folder holds a result), ``"reported"`` (the report being
+    replaced scored it with the same config on the same split), ``"resume at
+    step N"`` or ``"train"``.  What comes after these (the confirmation reruns
+    of the leaders, the final trainings of the choices) depends on their
+    scores, so it is not listed.
+    """
+    exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
+    if profile not in exp.profiles:
+        raise UserError(f"--profile {profile}: {exp.path} defines {', '.join(exp.profiles)}")
+    out = Path(out) if out is not None else default_out(exp, profile)
+    runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "reproduce" / out.name
+    chosen_runs = exp.runs if not runs else [exp.run(r.strip()) for r in
+                                              (runs.split(",") if isinstance(runs, str) else runs)]
+    base_cfg = _common_data_config(exp, chosen_runs, profile=profile, overrides=overrides)
+    pairs = list(_pairs(base_cfg))
+    previous = _previous_report(out)
+    rows = []
+    for run in chosen_runs:
+        sel = exp.selection(profile, run.name)
+        if not sel or ((sel.get("follow") or {}).get(run.name)):
+            continue
+        old_run = next((r for r in previous.get("runs", []) if r.get("name") == run.name), {})
+        for fold in select_folds(resolve_folds(exp.folds, pairs), folds):
+            search = carve_validation(fold, int(sel["validation"]), pick=sel.get("pick", "last"))
+            old = (old_run.get("selection") or {}).get(fold.name)
+            for cand in sel["candidates"]:
+                extra = dict(cand.get("set") or {})
+                if sel.get("steps"):
+                    extra["train.steps"] = _recipe_short_steps(int(sel["steps"]), exp, run, profile=profile,
+                                                               overrides=overrides, fold=search, recipe=extra)
+                cfg = build_config(exp, run, profile=profile, overrides=overrides, fold=search, extra_set=extra)
+                folder = runs_dir / run.name / "_search" / fold.name / str(cand["name"])
+                if (folder / "result.json").exists():
+                    status = "done"
+                elif not folder.exists() and _reported_candidate(old, search, str(cand["name"]),
+                                                                 config_key(cfg.to_dict())):
+                    status = "reported"
+                elif (folder / "last.pt").exists():
+                    status = f"resume at step {int(read_checkpoint(folder / 'last.pt')['step'])}"
+                else:
+                    status = "train"
+                rows.append({"run": run.name, "fold": fold.name, "candidate": str(cand["name"]),
+                             "steps": int(cfg.train.steps), "status": status})
+    return rows
+
+
 def _previous_report(out: Path) -> dict:
     """The report that ``--resume`` replaces ({} if none): the record of work whose folders may be gone."""
     path = out / "report.json"
