@@ -589,3 +589,20 @@ def test_plan_lists_what_resume_would_train_and_trains_nothing(searched, tmp_pat
     said = capsys.readouterr().out
     assert "| unet | fold1 | bn-8 | 4 | train |" in said and "6 of 6 search trainings to run (16 steps)" in said
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before and not empty.exists()
+
+
+def test_plan_warns_where_the_cpu_emulates_bfloat16(searched, tmp_path, monkeypatch):
+    import warnings
+
+    import unet.training.trainer as T
+    from unet.errors import UnetWarning
+    from unet.reproduce.runner import plan_search
+
+    monkeypatch.setattr(T, "native_cpu_bf16", lambda: False)
+    monkeypatch.setattr(T, "_SLOW_BF16_WARNED", False)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        plan_search(searched["exp"], out=searched["out"], runs_dir=tmp_path / "r", folds="1",
+                    overrides=["train.amp=bf16", "train.device=cpu"])
+    said = [str(w.message) for w in got if issubclass(w.category, UnetWarning)]
+    assert len(said) == 1 and "bfloat16 kernels" in said[0] and "--set train.amp=none" in said[0]

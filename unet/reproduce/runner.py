@@ -525,6 +525,7 @@ def plan_search(experiment, *, profile: str = "cpu", out=None, runs_dir=None, ov
                                               (runs.split(",") if isinstance(runs, str) else runs)]
     base_cfg = _common_data_config(exp, chosen_runs, profile=profile, overrides=overrides)
     pairs = list(_pairs(base_cfg))
+    _warn_if_slow_bf16(exp, profile, base_cfg)  # where a plan is made, the cost of the steps matters most
     previous = _previous_report(out)
     rows = []
     for run in chosen_runs:
