@@ -589,6 +589,8 @@ def test_plan_lists_what_resume_would_train_and_trains_nothing(searched, tmp_pat
     said = capsys.readouterr().out
     assert "| unet | fold1 | bn-8 | 4 | train |" in said and "6 of 6 search trainings to run (16 steps)" in said
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before and not empty.exists()
+    assert main(["reproduce", str(more), "--out", str(out), "--plan", "--no-search"]) == 0
+    assert "no nested selection to plan" in capsys.readouterr().out
 
 
 def test_plan_warns_where_the_cpu_emulates_bfloat16(searched, tmp_path, monkeypatch):

@@ -71,6 +71,9 @@ def run(args) -> int:
 def _print_plan(args) -> int:
     from unet.reproduce.runner import plan_search
 
+    if not args.search:
+        print(f"{args.experiment}: --no-search trains a fixed recipe, no nested selection to plan")
+        return 0
     rows = plan_search(args.experiment, profile=args.profile, out=args.out, runs_dir=args.runs_dir,
                        overrides=args.overrides, folds=args.folds, runs=args.runs)
     if not rows:
