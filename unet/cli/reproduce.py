@@ -83,7 +83,7 @@ def _print_plan(args) -> int:
     print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['fold']} | {r['candidate']} | {r['steps']} | {r['status']} |")
-    todo = [r for r in rows if r["status"] != "done" and r["status"] != "reported"]
+    todo = [r for r in rows if r["status"] not in ("done", "reported")]
     print(f"\n{len(todo)} of {len(rows)} search trainings to run ({sum(r['steps'] for r in todo)} steps); then the "
           "confirmation reruns and final trainings that their scores decide (reused where already done)")
     return 0

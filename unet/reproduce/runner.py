@@ -123,6 +123,19 @@ def _recipe_short_steps(steps: int, exp: Experiment, run, *, profile: str, overr
     return short_steps(steps, recipe_steps=final(recipe), profile_steps=final({}))
 
 
+def _candidate_config(exp: Experiment, run, sel: dict, cand: dict, *, profile: str, overrides, search: Fold,
+                      seed: int | None = None):
+    """The config of one search training: the candidate's settings, ``sel["steps"]`` (scaled by
+    :func:`short_steps` for a candidate that sets ``train.steps``), another ``seed`` for a confirmation."""
+    extra = dict(cand.get("set") or {})
+    if sel.get("steps"):
+        extra["train.steps"] = _recipe_short_steps(int(sel["steps"]), exp, run, profile=profile,
+                                                   overrides=overrides, fold=search, recipe=extra)
+    if seed is not None:
+        extra["seed"] = int(seed)
+    return build_config(exp, run, profile=profile, overrides=overrides, fold=search, extra_set=extra)
+
+
 def _check_selection(cfg, pairs, fold: Fold):
     """The trainer will see exactly the fold's training images (its name patterns could match more)."""
     chosen = [p.name for p in select_pairs(pairs, cfg.data.train, what="train")]
@@ -280,13 +293,8 @@ def select_in_fold(exp: Experiment, run, fold: Fold, sel: dict, *, profile: str,
 
     def score(cand: dict, seed: int | None, listed: str) -> dict:
         """Train and score one candidate (with another ``seed`` for the confirmation), or take it from the report."""
-        name, extra = str(cand["name"]), dict(cand.get("set") or {})
-        if sel.get("steps"):
-            extra["train.steps"] = _recipe_short_steps(int(sel["steps"]), exp, run, profile=profile,
-                                                       overrides=overrides, fold=search, recipe=extra)
-        if seed is not None:
-            extra["seed"] = int(seed)
-        cfg = build_config(exp, run, profile=profile, overrides=overrides, fold=search, extra_set=extra)
+        name = str(cand["name"])
+        cfg = _candidate_config(exp, run, sel, cand, profile=profile, overrides=overrides, search=search, seed=seed)
         _check_selection(cfg, pairs, search)
         folder = name if seed is None else f"{name}@seed{seed}"
         cand_dir = runs_dir / run.name / "_search" / fold.name / folder
@@ -467,19 +475,13 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
     """
     if overwrite and resume:
         raise UserError("--resume and --overwrite exclude each other")
-    exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
-    if profile not in exp.profiles:
-        raise UserError(f"--profile {profile}: {exp.path} defines {', '.join(exp.profiles)}")
-    out = Path(out) if out is not None else default_out(exp, profile)
-    runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "reproduce" / out.name
+    exp, out, runs_dir, chosen_runs = _resolve(experiment, profile=profile, out=out, runs_dir=runs_dir, runs=runs)
     _refuse_old_report(out, replace=overwrite or resume)
     if command is None:  # called from Python: the equivalent command line
         command = _equivalent_command(
             exp.path if isinstance(experiment, Experiment) else experiment, profile=profile, out=out,
             runs_dir=runs_dir, folds=folds, runs=runs, overrides=overrides, overwrite=overwrite, resume=resume,
             search=search)
-    chosen_runs = exp.runs if not runs else [exp.run(r.strip()) for r in
-                                              (runs.split(",") if isinstance(runs, str) else runs)]
     started, t_start = _now(), time.perf_counter()
     # the code that trains, not whatever is checked out when the last fold ends: the repository the command
     # runs in, else the one holding the experiment file (never the enclosing repository of an installed wheel)
@@ -504,6 +506,18 @@ def run_experiment(experiment, *, profile: str = "cpu", out=None, runs_dir=None,
     return report
 
 
+def _resolve(experiment, *, profile: str, out, runs_dir, runs):
+    """The experiment, its report and training folders (defaults filled in) and the runs asked for."""
+    exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
+    if profile not in exp.profiles:
+        raise UserError(f"--profile {profile}: {exp.path} defines {', '.join(exp.profiles)}")
+    out = Path(out) if out is not None else default_out(exp, profile)
+    runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "reproduce" / out.name
+    chosen_runs = exp.runs if not runs else [exp.run(r.strip()) for r in
+                                              (runs.split(",") if isinstance(runs, str) else runs)]
+    return exp, out, runs_dir, chosen_runs
+
+
 def plan_search(experiment, *, profile: str = "cpu", out=None, runs_dir=None, overrides=(), folds=None,
                 runs=None) -> list[dict]:
     """What ``unet reproduce ... --resume`` would do in the nested selection, without training anything.
@@ -516,13 +530,7 @@ def plan_search(experiment, *, profile: str = "cpu", out=None, runs_dir=None, ov
     of the leaders, the final trainings of the choices) depends on their
     scores, so it is not listed.
     """
-    exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
-    if profile not in exp.profiles:
-        raise UserError(f"--profile {profile}: {exp.path} defines {', '.join(exp.profiles)}")
-    out = Path(out) if out is not None else default_out(exp, profile)
-    runs_dir = Path(runs_dir) if runs_dir is not None else Path("runs") / "reproduce" / out.name
-    chosen_runs = exp.runs if not runs else [exp.run(r.strip()) for r in
-                                              (runs.split(",") if isinstance(runs, str) else runs)]
+    exp, out, runs_dir, chosen_runs = _resolve(experiment, profile=profile, out=out, runs_dir=runs_dir, runs=runs)
     base_cfg = _common_data_config(exp, chosen_runs, profile=profile, overrides=overrides)
     pairs = list(_pairs(base_cfg))
     _warn_if_slow_bf16(exp, profile, base_cfg)  # where a plan is made, the cost of the steps matters most
@@ -537,11 +545,7 @@ def plan_search(experiment, *, profile: str = "cpu", out=None, runs_dir=None, ov
             search = carve_validation(fold, int(sel["validation"]), pick=sel.get("pick", "last"))
             old = (old_run.get("selection") or {}).get(fold.name)
             for cand in sel["candidates"]:
-                extra = dict(cand.get("set") or {})
-                if sel.get("steps"):
-                    extra["train.steps"] = _recipe_short_steps(int(sel["steps"]), exp, run, profile=profile,
-                                                               overrides=overrides, fold=search, recipe=extra)
-                cfg = build_config(exp, run, profile=profile, overrides=overrides, fold=search, extra_set=extra)
+                cfg = _candidate_config(exp, run, sel, cand, profile=profile, overrides=overrides, search=search)
                 folder = runs_dir / run.name / "_search" / fold.name / str(cand["name"])
                 if (folder / "result.json").exists():
                     status = "done"

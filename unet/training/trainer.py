@@ -81,7 +81,7 @@ def native_cpu_bf16() -> bool:
 
     Without them ``train.amp: bf16`` still runs, emulated: on a 2-core AVX2 EPYC one training step
     of the reproduction's U-Net took 7-12x its float32 time, where a CPU with AVX512-BF16 takes 0.7x
-    (scripts/BENCHMARKS.md, "bfloat16 autocast on the CPU").
+    (scripts/BENCHMARKS.md, "bfloat16 on a CPU without bfloat16 kernels").
     """
     probe = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
     try:
