@@ -32,9 +32,14 @@ def test_reason_matches_behaviour():
     """The reported networks really give different probabilities for different tile sizes."""
     from scipy.ndimage import gaussian_filter
 
+    import torch
+
     img = gaussian_filter(np.random.default_rng(0).random((64, 64)), 2).astype(np.float32) * 10
     for kw in ({}, {"norm": "instance"}):
+        torch.manual_seed(0)  # the weights, not the test order, decide the float32 rounding between tile shapes
         net = _net(**kw)
         a, b = predict_tiled(net, img, tile_size=16), predict_tiled(net, img, tile_size=64)
-        seamless = np.abs(a - b).max() < 1e-5
+        # issue 11's tolerance: float32 convolutions of other tile shapes round differently (up to ~1e-5 on an
+        # AVX2 CPU for some initialisations); per-tile normalisation moves the output by ~0.4-0.7
+        seamless = np.abs(a - b).max() < 1e-4
         assert seamless == (tile_dependence(net) is None), kw
