@@ -593,7 +593,10 @@ def test_plan_lists_what_resume_would_train_and_trains_nothing(searched, tmp_pat
     assert "no nested selection to plan" in capsys.readouterr().out
 
 
-def test_plan_warns_where_the_cpu_emulates_bfloat16(searched, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kernels,said_what", [("auto", "bfloat16's rounding (unet.training.bf16"),
+                                               ("native", "--set train.amp=none")])
+def test_plan_says_how_bfloat16_runs_where_the_cpu_lacks_its_kernels(searched, tmp_path, monkeypatch, kernels,
+                                                                     said_what):
     import warnings
 
     import unet.training.trainer as T
@@ -601,10 +604,10 @@ def test_plan_warns_where_the_cpu_emulates_bfloat16(searched, tmp_path, monkeypa
     from unet.reproduce.runner import plan_search
 
     monkeypatch.setattr(T, "native_cpu_bf16", lambda: False)
-    monkeypatch.setattr(T, "_SLOW_BF16_WARNED", False)
+    monkeypatch.setattr(T, "_BF16_SAID", False)
     with warnings.catch_warnings(record=True) as got:
         warnings.simplefilter("always")
         plan_search(searched["exp"], out=searched["out"], runs_dir=tmp_path / "r", folds="1",
-                    overrides=["train.amp=bf16", "train.device=cpu"])
+                    overrides=["train.amp=bf16", "train.device=cpu", f"train.bf16_kernels={kernels}"])
     said = [str(w.message) for w in got if issubclass(w.category, UnetWarning)]
-    assert len(said) == 1 and "bfloat16 kernels" in said[0] and "--set train.amp=none" in said[0]
+    assert len(said) == 1 and "bfloat16 kernels" in said[0] and said_what in said[0]

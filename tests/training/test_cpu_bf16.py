@@ -1,5 +1,6 @@
-"""bfloat16 autocast on a CPU without bfloat16 kernels is emulated and many times slower: the user is told once,
-with the way to train in float32, and the recipe is never changed behind their back."""
+"""bfloat16 autocast on a CPU without bfloat16 kernels: by default it runs as bfloat16's rounding on float32
+kernels (unet.training.bf16), and the user is told once; forced onto oneDNN's emulated kernels, which are many
+times slower, the warning names the way out. The recipe (train.amp) is never changed behind the user's back."""
 
 import warnings
 
@@ -12,7 +13,7 @@ from unet.errors import UnetWarning
 
 @pytest.fixture
 def fresh(monkeypatch):
-    monkeypatch.setattr(T, "_SLOW_BF16_WARNED", False)
+    monkeypatch.setattr(T, "_BF16_SAID", False)
     return monkeypatch
 
 
@@ -28,15 +29,22 @@ def test_native_cpu_bf16_follows_onednn(monkeypatch):
     assert T.native_cpu_bf16() == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def test_warns_once_without_bf16_kernels(fresh):
+def test_says_once_that_bf16_runs_rounded_without_bf16_kernels(fresh):
     fresh.setattr(T, "native_cpu_bf16", lambda: False)
     cpu = torch.device("cpu")
     warned, got = _caught(lambda: T.warn_if_slow_bf16("bf16", cpu))
     assert warned and len(got) == 1
     text = str(got[0].message)
-    assert "bf16" in text and "train.amp=none" in text and torch.backends.cpu.get_cpu_capability() in text
+    assert "float32 kernels with bfloat16's rounding" in text and torch.backends.cpu.get_cpu_capability() in text
     again, got = _caught(lambda: T.warn_if_slow_bf16("bf16", cpu))
     assert not again and got == []
+
+
+def test_forced_native_kernels_warn_with_the_way_out(fresh):
+    fresh.setattr(T, "native_cpu_bf16", lambda: False)
+    warned, got = _caught(lambda: T.warn_if_slow_bf16("bf16", torch.device("cpu"), kernels="native"))
+    text = str(got[0].message)
+    assert warned and "7-12x slower" in text and "train.bf16_kernels at auto" in text and "train.amp=none" in text
 
 
 @pytest.mark.parametrize("native,amp,device", [(True, "bf16", "cpu"), (False, "none", "cpu"),
@@ -57,10 +65,11 @@ def test_reproduce_names_the_float32_profile(fresh, name, remedy):
     exp = load_experiment(name)
     cfg = build_config(exp, exp.runs[0], profile="cpu", overrides=["train.device=cpu"])
     assert cfg.train.amp == "bf16"
+    cfg = build_config(exp, exp.runs[0], profile="cpu", overrides=["train.device=cpu", "train.bf16_kernels=native"])
     warned, got = _caught(lambda: _warn_if_slow_bf16(exp, "cpu", cfg))
     assert warned and remedy in str(got[0].message) and "'cpu'" in str(got[0].message)
     # a float32 profile trains nothing in bfloat16: nothing to say
-    fresh.setattr(T, "_SLOW_BF16_WARNED", False)
+    fresh.setattr(T, "_BF16_SAID", False)
     f32 = build_config(exp, exp.runs[0], profile="cpu-float32", overrides=["train.device=cpu"])
     warned, got = _caught(lambda: _warn_if_slow_bf16(exp, "cpu-float32", f32))
     assert not warned and got == []
@@ -75,7 +84,7 @@ def test_reproduce_without_a_float32_profile_names_the_override(fresh):
     fresh.setattr(T, "native_cpu_bf16", lambda: False)
     exp = load_experiment("dic-hela")
     exp = dataclasses.replace(exp, profiles={k: v for k, v in exp.profiles.items() if k != "cpu-float32"})
-    cfg = build_config(exp, exp.runs[0], profile="cpu", overrides=["train.device=cpu"])
+    cfg = build_config(exp, exp.runs[0], profile="cpu", overrides=["train.device=cpu", "train.bf16_kernels=native"])
     _, got = _caught(lambda: _warn_if_slow_bf16(exp, "cpu", cfg))
     assert "--set train.amp=none" in str(got[0].message)
 

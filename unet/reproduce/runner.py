@@ -47,7 +47,9 @@ from unet.training.trainer import Trainer, pick_device, warn_if_slow_bf16
 #: largest checkpoint copied into results/ (issue 7: each <= 10 MB)
 MAX_CHECKPOINT_BYTES = 10 * 1000 * 1000
 #: config keys that do not change what is trained (where and how fast only)
-_RUNTIME_KEYS = ("base_dir", "train.device", "train.threads", "train.num_workers", "eval.overlays")
+#: how a training runs, not what it trains (bf16_kernels: the same rounding on either kernels, unet.training.bf16)
+_RUNTIME_KEYS = ("base_dir", "train.device", "train.threads", "train.num_workers", "eval.overlays",
+                 "train.bf16_kernels")
 _HINT = "pass --resume to keep finished work and continue, or --overwrite to start over"
 
 
@@ -594,13 +596,15 @@ def _equivalent_command(experiment, *, profile, out, runs_dir, folds, runs, over
 
 
 def _warn_if_slow_bf16(exp: Experiment, profile: str, cfg) -> bool:
-    """Before any training: a bfloat16 profile on a CPU that emulates bfloat16 takes many times its stated
-    budget; say so, and name the experiment's float32 profile (``PROFILE-float32``) where it has one."""
+    """Before any training: say how a bfloat16 profile runs on a CPU without bfloat16 kernels (rounded on
+    float32 kernels, or, forced onto oneDNN's emulated kernels, many times its stated budget: then name the
+    way out, and the experiment's float32 profile ``PROFILE-float32`` where it has one)."""
     twin = f"{profile}-float32"
-    remedy = (f"Its float32 recipe is --profile {twin} (another recipe, its own report)." if twin in exp.profiles
-              else "Train in float32 with --set train.amp=none (another recipe: nothing is reused from a "
-                   "bfloat16 report, and the numbers differ).")
-    return warn_if_slow_bf16(cfg.train.amp, pick_device(cfg.train.device),
+    remedy = ("Leave train.bf16_kernels at auto (bfloat16's rounding on float32 kernels, the same recipe)"
+              + (f"; its float32 recipe is --profile {twin} (another recipe, its own report)." if twin in exp.profiles
+                 else "; or train in float32 with --set train.amp=none (another recipe: nothing is reused from a "
+                      "bfloat16 report, and the numbers differ)."))
+    return warn_if_slow_bf16(cfg.train.amp, pick_device(cfg.train.device), kernels=cfg.train.bf16_kernels,
                              remedy=f"Every training of profile {profile!r} is affected. {remedy}")
 
 

@@ -135,7 +135,7 @@ class LossConfig(_Section):
 
 #: keys added after checkpoints were saved, with the value those checkpoints had implicitly: a saved
 #: config without one reads as having it (resume checks, reproduce's config keys)
-KEYS_ADDED_LATER = {"augment.scale": 0.0, "loss.skeleton_recall": 0.0}
+KEYS_ADDED_LATER = {"augment.scale": 0.0, "loss.skeleton_recall": 0.0, "train.bf16_kernels": "auto"}
 
 
 class AugmentConfig(_Section):
@@ -182,6 +182,10 @@ class TrainConfig(_Section):
     #: none | bf16 | fp16: mixed precision (autocast of the forward pass; weights, loss and optimiser stay
     #: float32); bf16 on CPU and GPU, fp16 on GPU only. Prediction always runs in float32.
     amp: Literal["none", "bf16", "fp16"] = "none"
+    #: how bf16 runs on a CPU: auto = oneDNN's bfloat16 kernels where the CPU has them (AVX512-BF16, AMX),
+    #: else float32 kernels with bfloat16's rounding (unet.training.bf16: the float32 step time, not 7-12x it);
+    #: native / rounded force one. Not part of the recipe: both round where autocast does.
+    bf16_kernels: Literal["auto", "native", "rounded"] = "auto"
     channels_last: bool = False
     threads: Int = Field(0, ge=0)  # torch intra-op threads; 0 = all cores
     #: precise BN (unet.training.batchnorm): after the last step, re-estimate batch-norm running statistics

@@ -48,6 +48,7 @@ from unet.io import atomic_path
 from unet.models import create_model, freeze_encoder
 from unet.models.geometry import nearest_valid_input_sizes, output_size
 from unet.training.batchnorm import recalibrate_batchnorm
+from unet.training.bf16 import autocast, bf16_kernels, native_cpu_bf16
 from unet.training.config import KEYS_ADDED_LATER, Config, flatten_config, save_config
 from unet.training.distributed import (
     DIVERGED,
@@ -76,40 +77,32 @@ class TrainingStopped(_AgreedStop):
     """Another rank of a distributed run failed; this one stopped with it instead of waiting for it."""
 
 
-def native_cpu_bf16() -> bool:
-    """Whether this CPU has bfloat16 kernels (AVX512-BF16 or AMX) for oneDNN's convolutions.
+_BF16_SAID = False
 
-    Without them ``train.amp: bf16`` still runs, emulated: on a 2-core AVX2 EPYC one training step
-    of the reproduction's U-Net took 7-12x its float32 time, where a CPU with AVX512-BF16 takes 0.7x
-    (scripts/BENCHMARKS.md, "bfloat16 on a CPU without bfloat16 kernels").
+
+def warn_if_slow_bf16(amp: str, device: torch.device, *, kernels: str = "auto", remedy: str | None = None) -> bool:
+    """Say (once per process) how ``train.amp: bf16`` runs on a CPU without bfloat16 kernels; True if it said so.
+
+    By default (``train.bf16_kernels: auto``) it runs as :class:`unet.training.bf16.RoundedBF16`:
+    bfloat16's rounding on float32 kernels, the same recipe at about the float32 step time, and the
+    user is told once. Forced onto oneDNN's emulated kernels (``native``) it is 7-12x slower than
+    float32 (scripts/BENCHMARKS.md), and the warning names the way out.
     """
-    probe = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
-    try:
-        if probe is not None:
-            return bool(probe())
-    except RuntimeError:  # a torch built without oneDNN
-        pass
-    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
-
-
-_SLOW_BF16_WARNED = False
-
-
-def warn_if_slow_bf16(amp: str, device: torch.device, *, remedy: str | None = None) -> bool:
-    """Warn (once per process) that bfloat16 autocast on this CPU is emulated and slow; True if it warned.
-
-    The recipe is not changed behind the user's back: float32 is another recipe (other numbers,
-    another config key), so the warning names how to ask for it.
-    """
-    global _SLOW_BF16_WARNED
-    if amp != "bf16" or device.type != "cpu" or _SLOW_BF16_WARNED or native_cpu_bf16():
+    global _BF16_SAID
+    if amp != "bf16" or device.type != "cpu" or _BF16_SAID or native_cpu_bf16():
         return False
-    _SLOW_BF16_WARNED = True
+    _BF16_SAID = True
     cap = torch.backends.cpu.get_cpu_capability()
-    warn(f"train.amp: bf16 on a CPU without bfloat16 kernels (AVX512-BF16 or AMX; this one has {cap}): "
-         "oneDNN emulates them, 7-12x slower than float32 where measured (README, 'bfloat16 needs bfloat16 kernels'). "
-         + (remedy or "Train in float32 with --set train.amp=none (a different recipe: its numbers differ "
-                      "from a bfloat16 run's)."))
+    if bf16_kernels(kernels, device, native=False) == "rounded":
+        warn(f"train.amp: bf16 on a CPU without bfloat16 kernels (AVX512-BF16 or AMX; this one has {cap}): it runs "
+             "on float32 kernels with bfloat16's rounding (unet.training.bf16, train.bf16_kernels: auto), the same "
+             "recipe at about the float32 step time (README, 'bfloat16 needs bfloat16 kernels').")
+        return True
+    warn(f"train.amp: bf16 with train.bf16_kernels: native on a CPU without bfloat16 kernels (AVX512-BF16 or AMX; "
+         f"this one has {cap}): oneDNN emulates them, 7-12x slower than float32 where measured (README, 'bfloat16 "
+         "needs bfloat16 kernels'). "
+         + (remedy or "Leave train.bf16_kernels at auto (bfloat16's rounding on float32 kernels), or train in "
+                      "float32 with --set train.amp=none (a different recipe: its numbers differ)."))
     return True
 
 
@@ -200,6 +193,7 @@ class _Run:
     batches: Iterator[dict]
     loss_fn: Callable
     amp_dtype: Optional[torch.dtype]  # autocast to this (None: off)
+    amp_kernels: str  # "native" (torch.autocast) or "rounded" (unet.training.bf16.RoundedBF16)
     scaler: torch.amp.GradScaler
     bar: tqdm
     step: int  # optimiser steps done
@@ -407,14 +401,15 @@ class Trainer:
         # bf16 also on the CPU: oneDNN's bf16 convolutions (AVX512-BF16/AMX) take ~0.7x the fp32 step time
         # (scripts/BENCHMARKS.md); fp16 autocast has no fast CPU kernels
         use_amp = amp_dtype is not None and (self.device.type == "cuda" or amp_dtype == torch.bfloat16)
+        kernels = bf16_kernels(cfg.train.bf16_kernels, self.device, native=native_cpu_bf16()) if use_amp else "native"
         if use_amp and info.is_main:
-            warn_if_slow_bf16(cfg.train.amp, self.device)
+            warn_if_slow_bf16(cfg.train.amp, self.device, kernels=cfg.train.bf16_kernels)
         # disable=None: tqdm turns itself off when stderr is not a terminal (logs stay readable)
         bar = tqdm(total=cfg.train.steps, initial=start, disable=True if self.quiet or not info.is_main else None,
                    desc=f"train {cfg.experiment}", unit="step", dynamic_ncols=True, mininterval=1.0)
         return _Run(model=model, ddp_model=ddp_model, dataset=dataset, optimizer=optimizer, scheduler=scheduler,
                     batches=batches,
-                    loss_fn=get_loss(cfg.loss.name), amp_dtype=amp_dtype if use_amp else None,
+                    loss_fn=get_loss(cfg.loss.name), amp_dtype=amp_dtype if use_amp else None, amp_kernels=kernels,
                     scaler=torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16),
                     bar=bar, step=start, best=best)
 
@@ -451,7 +446,7 @@ class Trainer:
         if cfg.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y, w = batch["target"].to(device), batch["weight"].to(device)
-        with torch.autocast(device.type, dtype=run.amp_dtype or torch.bfloat16, enabled=run.amp_dtype is not None):
+        with autocast(device, run.amp_dtype, kernels=run.amp_kernels):
             logits = run.ddp_model(x)
         loss = run.loss_fn(logits.float(), y, w)  # the softmax and the weighted sum in float32 under autocast
         if cfg.loss.skeleton_recall:
@@ -679,7 +674,7 @@ class Trainer:
 #: saves, where and how it runs, what validation reports.  Everything else shaped the weights,
 #: the optimiser state or the training samples already drawn.
 RESUMABLE = ("train.steps", "train.val_every", "train.checkpoint_every", "train.log_every", "train.device",
-             "train.num_workers", "train.threads", "train.amp", "train.channels_last", "eval.metrics",
+             "train.num_workers", "train.threads", "train.amp", "train.bf16_kernels", "train.channels_last", "eval.metrics",
              "eval.tta", "eval.tile_size", "eval.min_size", "eval.overlays", "data.root", "base_dir", "experiment")
 
 
