@@ -3,7 +3,8 @@
 One training step of the `unet reproduce` CPU profile's network (U-Net width 16, depth 4, valid
 convolutions, batch normalisation, drop-out 0.5; one 380 px tile -> 196 px output; weighted
 cross-entropy; Adam), on a synthetic tile so that only the model's cost is measured, under each
-lever: channels_last memory format, `torch.compile`, bfloat16 autocast, oneDNN (`torch.backends.mkldnn`) off, two
+lever: channels_last memory format, `torch.compile`, bfloat16 autocast (oneDNN's kernels, or
+bfloat16's rounding on float32 kernels: unet.training.bf16), oneDNN (`torch.backends.mkldnn`) off, two
 316 px tiles per batch, no normalisation layers, 1 or 2 intra-op threads, and two 1-thread
 processes side by side (how two experiments share the 2 cores). Each variant runs in its own
 process, so thread settings and compiled graphs do not leak between them. The median over the
@@ -38,6 +39,9 @@ VARIANTS = {
     "cl@1": ("channels_last, 1 thread", 1, 1),
     "cl+bf16@1": ("channels_last + bfloat16 autocast, 1 thread", 1, 1),
     "cl+bf16@1x2": ("channels_last + bfloat16 autocast, 1 thread, two processes side by side", 1, 2),
+    "cl+bf16r": ("channels_last + bfloat16's rounding on float32 kernels (unet.training.bf16)", 2, 1),
+    "cl+bf16r@1": ("channels_last + bfloat16's rounding on float32 kernels, 1 thread", 1, 1),
+    "cl+bf16r@1x2": ("channels_last + bfloat16's rounding on float32 kernels, 1 thread, two processes", 1, 2),
 }
 
 
@@ -66,10 +70,13 @@ def one(variant: str, threads: int, steps: int) -> None:
     run = torch.compile(model) if "compile" in variant else model
     model.train()
     times = []
-    bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled="bf16" in variant)
+    from unet.training.bf16 import autocast
+
+    dtype = torch.bfloat16 if "bf16" in variant else None
+    kernels = "rounded" if "bf16r" in variant else "native"
     for _ in range(steps + 3):
         t = time.perf_counter()
-        with bf16:
+        with autocast(torch.device("cpu"), dtype, kernels=kernels):
             logits = run(x)
         loss = weighted_cross_entropy(logits.float(), y, w)
         opt.zero_grad()
