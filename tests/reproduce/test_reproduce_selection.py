@@ -2,6 +2,7 @@
 its training images; held-out images choose nothing; resumable; --no-search uses a fixed recipe."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -542,22 +543,37 @@ def test_candidate_with_its_own_step_count_is_searched_and_trained_in_proportion
 
 def test_report_marks_candidates_and_folds_with_their_own_step_count():
     """A candidate whose search training took another step count says so, and so does a run whose folds' final
-    trainings differ (rendered from the committed DIC-HeLa report, changed as a train.steps choice would)."""
+    trainings differ (rendered from the committed DIC-HeLa report: first made uniform, then changed as a
+    train.steps choice would)."""
     import copy
 
     from unet.reproduce.report import render_markdown
 
     report = json.loads((Path(__file__).parents[2] / "results/dic-hela/report.json").read_text())
-    assert "search training 2000 steps" not in render_markdown(report)
-    changed = copy.deepcopy(report)
+    uniform = copy.deepcopy(report)
+    unet_run = next(r for r in uniform["runs"] if r["name"] == "unet")
+    for s in unet_run["selection"].values():
+        for c in s["candidates"] + s.get("confirmation", []):
+            c["steps"] = 1000
+    for run in uniform["runs"]:
+        for f in run["folds"].values():
+            f["steps"] = 5000
+    md = render_markdown(uniform)
+    assert not re.search(r"search training \d+ steps", md) and "(5000 steps)" in md and ": 10000" not in md
+    changed = copy.deepcopy(uniform)
     unet_run = next(r for r in changed["runs"] if r["name"] == "unet")
     fold = next(iter(unet_run["selection"]))
     unet_run["selection"][fold]["candidates"][-1]["steps"] = 2000
     unet_run["folds"][fold]["steps"] = 10000
     md = render_markdown(changed)
-    assert md.count("search training 2000 steps") == 1
+    assert md.count("search training 2000 steps") == 1 and "search training 1000 steps" not in md
     others = [f"{name}: {f['steps']}" for name, f in unet_run["folds"].items() if name != fold]
     assert f"| {fold}: 10000, {others[0]} |" in md and f"({fold}: 10000, {others[0]} steps)" in md
+    # the committed report itself: one mark per candidate (or seed rerun) searched with its own step count
+    real = next(r for r in report["runs"] if r["name"] == "unet")
+    own = sum(c["steps"] != s["candidates"][0]["steps"] for s in real["selection"].values()
+              for c in s["candidates"] + s.get("confirmation", []))
+    assert own > 0 and render_markdown(report).count("search training 2000 steps") == own
 
 
 def test_plan_lists_what_resume_would_train_and_trains_nothing(searched, tmp_path, capsys):
