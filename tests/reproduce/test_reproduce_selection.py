@@ -573,7 +573,7 @@ def test_report_marks_candidates_and_folds_with_their_own_step_count():
     real = next(r for r in report["runs"] if r["name"] == "unet")
     own = sum(c["steps"] != s["candidates"][0]["steps"] for s in real["selection"].values()
               for c in s["candidates"] + s.get("confirmation", []))
-    assert own > 0 and render_markdown(report).count("search training 2000 steps") == own
+    assert own > 0 and len(re.findall(r"search training \d+ steps", render_markdown(report))) == own
 
 
 def test_plan_lists_what_resume_would_train_and_trains_nothing(searched, tmp_path, capsys):
